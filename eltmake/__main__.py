@@ -1,0 +1,5 @@
+import sys
+
+from eltmake.cli import main
+
+sys.exit(main())

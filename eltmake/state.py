@@ -1,0 +1,231 @@
+"""Plugin state (e.g. Singer bookmarks), leases and the run history, in one SQLite file.
+
+SQLite in WAL mode with ``synchronous=FULL``: every write is one transaction, so a ``kill -9`` of
+eltmake at any instant leaves either the old or the new value, never a torn one. Leases live in the
+same database as the state they guard, so two overlapping builds (a cron overlap, a developer and
+CI) cannot both write one state id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eltmake.errors import EltmakeError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    state_id TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    state_id TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    acquired REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, ended REAL, status TEXT,
+    command TEXT, targets TEXT);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+    started REAL, ended REAL, stats TEXT, error TEXT);
+CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
+"""
+
+LEASE_TTL_S = 6 * 3600.0  # a lease of a process on another host is trusted this long
+
+
+class LeaseHeld(EltmakeError):
+    """Another run holds the lease on a state id."""
+
+    exit_code = 1
+
+
+class StateStore:
+    """Key → JSON value per state id (by default the target's name), atomic and durable."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def get(self, state_id: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE state_id=?", (state_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set(self, state_id: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO state(state_id, value, updated) VALUES (?, ?, ?)",
+                (state_id, json.dumps(value, sort_keys=True), time.time()),
+            )
+
+    def update(self, state_id: str, fn: Callable[[Any], Any]) -> Any:
+        """Read, change and write a value in one transaction (for per-stream merges)."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM state WHERE state_id=?", (state_id,)).fetchone()
+            value = fn(json.loads(row[0]) if row else None)
+            db.execute(
+                "INSERT OR REPLACE INTO state(state_id, value, updated) VALUES (?, ?, ?)",
+                (state_id, json.dumps(value, sort_keys=True), time.time()),
+            )
+        return value
+
+    def clear(self, state_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM state WHERE state_id=?", (state_id,))
+        return cur.rowcount > 0
+
+    def list(self) -> list[tuple[str, float, int]]:
+        """(state id, last update time, size of the JSON value in bytes), by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state_id, updated, length(value) FROM state ORDER BY state_id"
+            ).fetchall()
+        return [tuple(r) for r in rows]
+
+    # --- leases --------------------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, state_id: str, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the only right to write ``state_id`` for the duration of the block.
+
+        A lease whose holder has died (same host, its pid gone) or expired is taken over. Raises
+        :class:`LeaseHeld` naming the holder when another live run holds it after ``wait_s``.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            holder = self._try_acquire(state_id)
+            if holder is None:
+                break
+            if time.monotonic() >= deadline:
+                raise LeaseHeld(
+                    f"state {state_id!r} is in use by another run ({holder}); "
+                    "wait for it to finish, or clear a stale lease with `eltmake state unlock "
+                    f"{state_id}`"
+                )
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            with self._tx() as db:
+                db.execute("DELETE FROM leases WHERE state_id=? AND owner=?", (state_id, self.owner))
+
+    def _try_acquire(self, state_id: str) -> str | None:
+        host = socket.gethostname()
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT owner, host, pid, expires FROM leases WHERE state_id=?", (state_id,)
+            ).fetchone()
+            if row and row[0] != self.owner:
+                owner, lhost, pid, expires = row
+                alive = _pid_alive(pid) if lhost == host else expires > now
+                if alive:
+                    return f"pid {pid} on {lhost}"
+            db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                (state_id, self.owner, host, os.getpid(), now, now + LEASE_TTL_S),
+            )
+        return None
+
+    def unlock(self, state_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM leases WHERE state_id=?", (state_id,))
+        return cur.rowcount > 0
+
+    # --- run history ---------------------------------------------------------------------------
+
+    def start_run(self, command: str, targets: list[str]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs(started, status, command, targets) VALUES (?, 'running', ?, ?)",
+                (time.time(), command, json.dumps(targets)),
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id))
+
+    def record_step(
+        self, run_id: int, target: str, status: str, reason: str, started: float, ended: float,
+        stats: dict[str, Any], error: str = "",
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, target, status, reason, started, ended, json.dumps(stats), error),
+            )
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.id, r.started, r.ended, r.status, r.command, r.targets, "
+                "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.id AND s.status='built'), "
+                "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.id AND s.status='skipped'), "
+                "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.id AND s.status IN "
+                "('failed','upstream_failed','cancelled')) "
+                "FROM runs r ORDER BY r.id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ["id", "started", "ended", "status", "command", "targets", "built", "skipped", "failed"]
+        out = [dict(zip(keys, r, strict=True)) for r in rows]
+        for r in out:
+            r["targets"] = json.loads(r["targets"] or "[]")
+        return out
+
+    def run_steps(self, run_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT target, status, reason, started, ended, stats, error FROM steps "
+                "WHERE run_id=? ORDER BY started",
+                (run_id,),
+            ).fetchall()
+        keys = ["target", "status", "reason", "started", "ended", "stats", "error"]
+        out = [dict(zip(keys, r, strict=True)) for r in rows]
+        for r in out:
+            r["stats"] = json.loads(r["stats"] or "{}")
+        return out
+
+    def last_run_id(self) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(id) FROM runs").fetchone()
+        return row[0] if row else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,184 @@
+"""What a plugin receives and returns: recipes, steps, the run context and the result.
+
+Plain dataclasses, so a plugin author can read the whole contract in one file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from eltmake.project import Project, Target
+    from eltmake.state import StateStore
+
+# A reason string ("table raw.orders is missing") or None when a step's outputs stand.
+CheckResult = str
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """A kind of step: its name, the key that marks a target as this kind, and the keys it uses.
+
+    ``keys`` maps each recipe key to the Python types its value may have (``(str, list)``) so the
+    core can refuse a wrong type with a clear message before the plugin sees it.
+    """
+
+    kind: str
+    marker: str
+    keys: dict[str, tuple[type, ...]]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool that lives in its own virtual environment under ``.eltmake/tools/NAME``.
+
+    ``pip_url`` is what to install (pip requirement syntax, several separated by spaces); with no
+    ``pip_url`` the tool is an ``executable`` found on PATH or next to eltmake itself.
+    """
+
+    name: str
+    pip_url: str | None
+    executable: str
+    plugin: str = ""
+
+
+@dataclass
+class Step:
+    """One target with a recipe, as the scheduler sees it.
+
+    ``data`` is the plugin's own: put whatever ``eltmake_make_step`` works out there so that later
+    hooks do not have to work it out again.
+    """
+
+    name: str
+    kind: str
+    target: Target
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    freshness: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    """What a successful run returns.
+
+    ``fingerprint`` identifies what the step produced; downstream keys hold it (not this step's
+    key), so a re-run that produces the same fingerprint leaves them skipped (early cutoff). When
+    ``None``, the core uses the digest of the declared ``outputs`` files, or the step's key when it
+    declares none. ``stats`` are shown in the summary and stored in the run history
+    (e.g. ``{"records": 1200}``); keep them JSON-able and free of secrets.
+    """
+
+    fingerprint: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class Outcome:
+    """How a step ended, as shown to the user and sent as a ``--json`` event."""
+
+    status: str  # built | skipped | failed | upstream_failed | cancelled
+    reason: str = ""
+    duration_s: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildInfo:
+    """The build in progress, handed to lifecycle hooks."""
+
+    project: Project
+    targets: list[str]
+    run_id: int | None = None
+    dry_run: bool = False
+    full_refresh: bool = False
+
+
+class StepContext:
+    """Everything a running step may use. Created by the scheduler, one per step run.
+
+    Child processes must be started with :meth:`popen`: each gets its own process group, which
+    the core terminates on Ctrl-C, on cancellation (watch mode) and when the step fails.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        step: Step,
+        *,
+        key: str,
+        record: dict[str, Any] | None,
+        state: StateStore,
+        full_refresh: bool,
+        log: Callable[[str], None],
+        progress: Callable[[str], None],
+        procs: Any,
+        run_id: int | None = None,
+    ):
+        self.project = project
+        self.step = step
+        self.key = key
+        self.record = record  # the previous successful run's record, or None
+        self.state = state
+        self.full_refresh = full_refresh
+        self.cancelled = threading.Event()
+        self.run_id = run_id
+        self._log = log
+        self._progress = progress
+        self._procs = procs
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for child processes: ours, plus the project's ``.env`` file."""
+        return dict(self.project.environ)
+
+    def log(self, line: str) -> None:
+        """Show a line of the step's output (prefixed with the target's name)."""
+        self._log(line)
+
+    def progress(self, text: str) -> None:
+        """Replace the step's one-line live status (records, rows per second...)."""
+        self._progress(text)
+
+    def popen(self, argv: list[str] | str, **kwargs: Any) -> subprocess.Popen:
+        """Start a child process in its own process group, registered for cancellation.
+
+        Takes the arguments of :class:`subprocess.Popen`; ``cwd`` defaults to the project root and
+        ``env`` to :attr:`env`.
+        """
+        if self.cancelled.is_set():
+            from eltmake.errors import Cancelled
+
+            raise Cancelled(f"{self.step.name}: cancelled")
+        kwargs.setdefault("cwd", str(self.project.root))
+        kwargs.setdefault("env", self.env)
+        return self._procs.spawn(argv, owner=self, **kwargs)
+
+    @contextmanager
+    def private_dir(self) -> Iterator[Path]:
+        """A temporary folder only the owner can read, removed afterwards (for config files)."""
+        path = Path(tempfile.mkdtemp(prefix="eltmake-"))
+        os.chmod(path, 0o700)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""dbt transformation steps for eltmake (in progress)."""

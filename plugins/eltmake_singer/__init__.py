@@ -1,0 +1,1 @@
+"""Singer extract-load steps for eltmake (in progress)."""
