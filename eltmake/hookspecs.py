@@ -137,6 +137,14 @@ def eltmake_tools(project: Project) -> list[ToolSpec]:
     """
 
 
+@hookspec(firstresult=True)
+def eltmake_invoke(project: Project, name: str, args: list[str]) -> int | None:
+    """Run tool ``name`` in its environment with its config, for ``eltmake invoke NAME -- ARGS``.
+
+    *First result*: return the tool's exit code, or ``None`` when ``name`` is not this plugin's.
+    """
+
+
 # --- lifecycle notifications ------------------------------------------------------------------
 
 
