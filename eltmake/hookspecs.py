@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     import argparse
 
     from eltmake.project import Project
-    from eltmake.step import BuildInfo, CheckResult, Outcome, RecipeSpec, Step, StepContext, StepResult, ToolSpec
+    from eltmake.step import (
+        BuildInfo,
+        CheckResult,
+        Outcome,
+        RecipeSpec,
+        Step,
+        StepContext,
+        StepResult,
+        ToolSpec,
+    )
 
 hookspec = pluggy.HookspecMarker("eltmake")
 
@@ -120,7 +129,9 @@ def eltmake_run_step(ctx: StepContext) -> StepResult | None:
 
 
 @hookspec
-def eltmake_check_outputs(project: Project, step: Step, record: dict[str, Any]) -> CheckResult | None:
+def eltmake_check_outputs(
+    project: Project, step: Step, record: dict[str, Any]
+) -> CheckResult | None:
     """Say whether a built step's outputs still stand, beyond the declared ``outputs`` files.
 
     Called for a step whose key matches its record, before skipping it. Return a reason string

@@ -85,3 +85,313 @@ def parse_freshness(value: str) -> float | None:
     if not m:
         raise ValueError(value)
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def find_root(start: Path | str | None) -> Path:
+    """The folder given with ``-C``, or the current one (not its parents: explicit beats magic)."""
+    return Path(start or ".").resolve()
+
+
+def load_project(
+    root: Path | str | None = None,
+    env_name: str | None = None,
+    pm: PluginManager | None = None,
+    environ: dict[str, str] | None = None,
+) -> Project:
+    """Read, interpolate, override and check ``eltmake.toml`` in ``root``; load its plugins."""
+    from eltmake.plugins import PluginManager
+
+    root = find_root(root)
+    file = root / PROJECT_FILE
+    data = read_toml(file)
+    env = dict(os.environ if environ is None else environ)
+    for k, v in read_dotenv(root / ".env").items():
+        env.setdefault(k, v)  # the real environment wins over .env, as with every dotenv tool
+
+    if not isinstance(data.get("project", {}), dict):
+        raise ConfigError(f"{file.name}: project must be a table ([project])")
+    envs = data.get("environments", {})
+    if not isinstance(envs, dict):
+        raise ConfigError(f"{file.name}: environments must be a table ([environments.NAME])")
+    if env_name is not None:
+        if env_name not in envs:
+            hint = did_you_mean(env_name, envs) or (
+                f"; defined: {', '.join(sorted(envs))}" if envs else "; none is defined"
+            )
+            raise ConfigError(f"{file.name}: no environment {env_name!r} in [environments]{hint}")
+        overlay = envs[env_name]
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"{file.name}: environments.{env_name} must be a table")
+        if "environments" in overlay or "project" in overlay and "plugins" in overlay["project"]:
+            raise ConfigError(
+                f"{file.name}: environments.{env_name} may not override environments or project.plugins"
+            )
+        data = deep_merge(data, overlay)
+    data.pop("environments", None)
+    data = interpolate(data, env, file.name)
+
+    if pm is None:
+        pm = PluginManager()
+        pm.load_builtins_and_entrypoints()
+    proj = data.get("project", {})
+    _check_keys(proj, PROJECT_KEYS, file.name, "project")
+    plugins = proj.get("plugins", [])
+    _check_str_list(plugins, file.name, "project", "plugins")
+    pm.load_project_plugins(root, plugins, file.name)
+
+    claimed: dict[str, str] = {}
+    for tables in pm.hook.eltmake_add_tables():
+        claimed.update(tables or {})
+    recipes: dict[str, RecipeSpec] = {}
+    for specs in pm.hook.eltmake_add_recipes():
+        for spec in specs or []:
+            recipes[spec.kind] = spec
+    for name, value in data.items():
+        if name in CORE_TABLES:
+            continue
+        if name not in claimed:
+            known = sorted(CORE_TABLES | set(claimed))
+            hint = did_you_mean(name, known) or f"; known tables: {', '.join(known)}"
+            raise ConfigError(f"{file.name}: unknown table [{name}]{hint}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file.name}: {name} must be a table ([{name}.NAME])")
+
+    raw_targets = data.get("targets", {})
+    if not isinstance(raw_targets, dict):
+        raise ConfigError(f"{file.name}: targets must be a table ([targets.NAME])")
+    targets = {name: _make_target(name, t, recipes, file.name) for name, t in raw_targets.items()}
+    for t in targets.values():
+        for dep in t.deps:
+            if dep == t.name:
+                raise ConfigError(
+                    f"{file.name}: targets.{t.name}.deps: a target cannot depend on itself"
+                )
+            if dep not in targets:
+                raise ConfigError(
+                    f"{file.name}: targets.{t.name}.deps: unknown target {dep!r}"
+                    f"{did_you_mean(dep, targets)}"
+                )
+
+    default = proj.get("default", [])
+    default = [default] if isinstance(default, str) else default
+    _check_str_list(default, file.name, "project", "default")
+    for name in default:
+        if name not in targets:
+            raise ConfigError(
+                f"{file.name}: project.default: unknown target {name!r}{did_you_mean(name, targets)}"
+            )
+
+    project = Project(
+        root=root,
+        file=file,
+        name=proj.get("name", root.name),
+        default=default,
+        plugins=plugins,
+        targets=targets,
+        tables={k: v for k, v in data.items() if k not in CORE_TABLES},
+        environ=env,
+        env_name=env_name,
+        recipes=recipes,
+        pm=pm,
+    )
+    pm.hook.eltmake_validate_project(project=project)
+    for edges in pm.hook.eltmake_infer_deps(project=project):
+        for up, down, why in edges or []:
+            if up in targets and down in targets and up != down and up not in targets[down].deps:
+                project.inferred.append((up, down, why))
+    return project
+
+
+def read_toml(file: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{file}: not found; run `eltmake init` to create a project here, or pass -C DIR"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a folder, not a project file") from None
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{file}: is a binary file, not TOML text; is this the right folder?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{file.name}:{line}: not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)$", msg)
+        if m:
+            msg = msg[: m.start()].strip()
+            raise ConfigError(
+                f"{file.name}:{m.group(1)}:{m.group(2)}: invalid TOML: {msg}"
+            ) from None
+        raise ConfigError(f"{file.name}: invalid TOML: {msg}") from None
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines; ``#`` comments, ``export`` prefixes and quotes as in other dotenv tools."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path.name}: cannot read: {e}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path.name}:{n}: expected KEY=value, got {line[:40]!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key] = value
+    return out
+
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str], fname: str, path: tuple[str, ...] = ()) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$${`` stands for ``${``."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def sub(m: re.Match) -> str:
+            if m.group(0) == "$${":
+                return "${"
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{fname}: {'.'.join(path)}: ${{{name}}} is not set; export {name}=... "
+                f"or add it to .env (or write ${{{name}:-default}})"
+            )
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, fname, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, fname, (*path, str(i))) for i, v in enumerate(value)]
+    return value
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+}
+
+
+def type_names(types: tuple[type, ...]) -> str:
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def check_type(value: Any, types: tuple[type, ...], where: str) -> None:
+    """Refuse a value of the wrong type (``bool`` is not an ``int`` here, unlike in Python)."""
+    ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types)
+    if not ok:
+        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        raise ConfigError(f"{where} must be {type_names(types)}, not {got} ({value!r:.40})")
+
+
+def _check_keys(
+    table: dict[str, Any], spec: dict[str, tuple[type, ...]], fname: str, where: str
+) -> None:
+    for key, value in table.items():
+        if key not in spec:
+            hint = did_you_mean(key, spec) or f"; allowed: {', '.join(sorted(spec))}"
+            raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
+        check_type(value, spec[key], f"{fname}: {where}.{key}")
+
+
+def _check_str_list(value: Any, fname: str, table: str, key: str) -> None:
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(f"{fname}: {table}.{key}[{i}] must be a string, not {item!r:.40}")
+
+
+def _make_target(name: str, t: Any, recipes: dict[str, RecipeSpec], fname: str) -> Target:
+    where = f"targets.{name}"
+    if not isinstance(t, dict):
+        raise ConfigError(f"{fname}: {where} must be a table ([targets.{name}]), not a value")
+    markers = [spec for spec in recipes.values() if spec.marker in t]
+    if len(markers) > 1:
+        keys = " and ".join(repr(s.marker) for s in markers)
+        raise ConfigError(
+            f"{fname}: {where} has two recipes ({keys}); a target is one step: split it into two "
+            "targets and join them with deps"
+        )
+    spec = markers[0] if markers else None
+    allowed = dict(TARGET_KEYS)
+    if spec:
+        allowed.update(spec.keys)
+    for key, value in t.items():
+        if key not in allowed:
+            owners = [s for s in recipes.values() if key in s.keys]
+            if owners:
+                kinds = " or ".join(f"{s.kind} (set {s.marker!r})" for s in owners)
+                what = f"a {spec.kind} target" if spec else "an aggregate target (no recipe)"
+                raise ConfigError(
+                    f"{fname}: {where}.{key}: {key!r} belongs to {kinds} steps, but this is {what}"
+                )
+            every = set(TARGET_KEYS) | {k for s in recipes.values() for k in s.keys}
+            hint = did_you_mean(key, every) or f"; allowed here: {', '.join(sorted(allowed))}"
+            raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
+        check_type(value, allowed[key], f"{fname}: {where}.{key}")
+    for key in ("deps", "inputs", "outputs"):
+        _check_str_list(t.get(key, []), fname, where, key)
+    freshness = t.get("freshness")
+    if freshness is not None and freshness not in ("always", "never"):
+        try:
+            parse_freshness(freshness)
+        except ValueError:
+            raise ConfigError(
+                f'{fname}: {where}.freshness: {freshness!r} is not "always", "never" or a '
+                'duration such as "30m", "6h", "1d"'
+            ) from None
+    return Target(
+        name=name,
+        kind=spec.kind if spec else None,
+        deps=list(t.get("deps", [])),
+        inputs=list(t.get("inputs", [])),
+        outputs=list(t.get("outputs", [])),
+        freshness=freshness,
+        description=t.get("description", ""),
+        config=t,
+    )

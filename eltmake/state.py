@@ -52,7 +52,9 @@ class StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
@@ -77,7 +79,9 @@ class StateStore:
 
     def get(self, state_id: str) -> Any:
         with self._lock:
-            row = self._db.execute("SELECT value FROM state WHERE state_id=?", (state_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT value FROM state WHERE state_id=?", (state_id,)
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def set(self, state_id: str, value: Any) -> None:
@@ -136,7 +140,9 @@ class StateStore:
             yield
         finally:
             with self._tx() as db:
-                db.execute("DELETE FROM leases WHERE state_id=? AND owner=?", (state_id, self.owner))
+                db.execute(
+                    "DELETE FROM leases WHERE state_id=? AND owner=?", (state_id, self.owner)
+                )
 
     def _try_acquire(self, state_id: str) -> str | None:
         host = socket.gethostname()
@@ -173,11 +179,20 @@ class StateStore:
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id))
+            db.execute(
+                "UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id)
+            )
 
     def record_step(
-        self, run_id: int, target: str, status: str, reason: str, started: float, ended: float,
-        stats: dict[str, Any], error: str = "",
+        self,
+        run_id: int,
+        target: str,
+        status: str,
+        reason: str,
+        started: float,
+        ended: float,
+        stats: dict[str, Any],
+        error: str = "",
     ) -> None:
         with self._tx() as db:
             db.execute(
@@ -196,7 +211,17 @@ class StateStore:
                 "FROM runs r ORDER BY r.id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        keys = ["id", "started", "ended", "status", "command", "targets", "built", "skipped", "failed"]
+        keys = [
+            "id",
+            "started",
+            "ended",
+            "status",
+            "command",
+            "targets",
+            "built",
+            "skipped",
+            "failed",
+        ]
         out = [dict(zip(keys, r, strict=True)) for r in rows]
         for r in out:
             r["targets"] = json.loads(r["targets"] or "[]")

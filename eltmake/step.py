@@ -5,6 +5,7 @@ Plain dataclasses, so a plugin author can read the whole contract in one file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -173,12 +174,20 @@ class StepContext:
         kwargs.setdefault("env", self.env)
         return self._procs.spawn(argv, owner=self, **kwargs)
 
-    @contextmanager
-    def private_dir(self) -> Iterator[Path]:
+    def private_dir(self) -> contextlib.AbstractContextManager[Path]:
         """A temporary folder only the owner can read, removed afterwards (for config files)."""
-        path = Path(tempfile.mkdtemp(prefix="eltmake-"))
-        os.chmod(path, 0o700)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+        return private_dir()
+
+
+@contextmanager
+def private_dir() -> Iterator[Path]:
+    """A temporary folder only the owner can read, removed afterwards (for config files).
+
+    Module-level too, for code that runs a tool outside a step (``eltmake invoke``, commands).
+    """
+    path = Path(tempfile.mkdtemp(prefix="eltmake-"))
+    os.chmod(path, 0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""What a build shows: a rich live display on a terminal, plain lines elsewhere, ``--json`` events.
+
+With ``--json`` the events go to stdout, one object per line, and the human display to stderr.
+The event format is a contract CI tools read; extend it, never change a field.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eltmake.scheduler import BuildOptions
+    from eltmake.step import Outcome
+
+LOG_TAIL = 15  # lines of a failed step's output to show
+
+
+class Reporter:
+    """The events of a build; every method is called on the scheduler's thread except the logs."""
+
+    def build_started(self, targets: list[str], opts: BuildOptions) -> None: ...
+    def step_started(self, name: str, reason: str) -> None: ...
+    def step_log(self, name: str, line: str) -> None: ...
+    def step_progress(self, name: str, text: str) -> None: ...
+    def step_finished(self, name: str, outcome: Outcome) -> None: ...
+    def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+def summary(status: str, outcomes: dict[str, Any], elapsed: float) -> str:
+    counts: dict[str, int] = {}
+    for o in outcomes.values():
+        counts[o.status] = counts.get(o.status, 0) + 1
+    order = ["built", "would_run", "skipped", "failed", "upstream_failed", "cancelled"]
+    words = {"would_run": "would run", "upstream_failed": "upstream failed"}
+    parts = [f"{counts[s]} {words.get(s, s)}" for s in order if counts.get(s)]
+    verdict = {"ok": "done", "failed": "FAILED", "interrupted": "interrupted"}.get(status, status)
+    return f"{verdict}: {', '.join(parts) or 'nothing to do'} in {elapsed:.2f}s"
+
+
+def _fmt_stats(stats: dict[str, Any]) -> str:
+    bits = []
+    for k, v in stats.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            bits.append(f"{v:,} {k}" if isinstance(v, int) else f"{v:,.1f} {k}")
+    return ", ".join(bits[:4])
+
+
+class PlainReporter(Reporter):
+    """One line per event, for CI logs and pipes. Skipped steps are counted, not listed (like
+    Make), unless ``verbose``; ``-n`` lists every decision."""
+
+    def __init__(self, stream: IO[str], verbose: bool = False):
+        self.out = stream
+        self.verbose = verbose
+        self.t0 = time.time()
+        self._lock = threading.Lock()
+        self.dry_run = False
+        self.logs: dict[str, list[str]] = {}
+
+    def _w(self, text: str) -> None:
+        with self._lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def message(self, text: str) -> None:
+        self._w(text)
+
+    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
+        self.t0 = time.time()
+        self.dry_run = opts.dry_run
+        if opts.dry_run:
+            self._w(f"dry run: {len(targets)} targets; nothing is executed")
+
+    def step_started(self, name: str, reason: str) -> None:
+        self._w(f"run      {name}  ({reason})")
+
+    def step_log(self, name: str, line: str) -> None:
+        self.logs.setdefault(name, []).append(line)
+        if self.verbose:
+            self._w(f"  {name} | {line}")
+
+    def step_finished(self, name: str, o: Outcome) -> None:
+        if o.status == "skipped" and not (self.verbose or self.dry_run):
+            return
+        extra = ""
+        if o.status == "built":
+            st = _fmt_stats(o.stats)
+            extra = f"  {o.duration_s:.2f}s" + (f"  {st}" if st else "")
+        elif o.reason:
+            extra = f"  ({o.reason})"
+        label = {"would_run": "would run", "upstream_failed": "upstream failed"}.get(
+            o.status, o.status
+        )
+        self._w(f"{label:<8} {name}{extra}")
+        if o.error:
+            self._w(f"  {o.error}")
+        if o.status == "failed":
+            tail = o.tail or self.logs.get(name, [])[-LOG_TAIL:]
+            for line in tail[-LOG_TAIL:]:
+                self._w(f"  {name} | {line}")
+
+    def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
+        self._w(summary(status, outcomes, time.time() - self.t0))
+
+
+class RichReporter(PlainReporter):
+    """A live panel of running steps (spinner, elapsed, progress) above the finished lines."""
+
+    def __init__(self, stream: IO[str], verbose: bool = False):
+        super().__init__(stream, verbose)
+        from rich.console import Console
+
+        self.console = Console(file=stream, highlight=False)
+        self.running: dict[str, tuple[float, str]] = {}
+        self.live = None
+
+    def _render(self):
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        now = time.time()
+        for name, (t0, text) in list(self.running.items()):
+            table.add_row(
+                Spinner("dots", style="cyan"), name, f"{now - t0:5.1f}s", text, style=None
+            )
+        return table
+
+    def _w(self, text: str) -> None:
+        with self._lock:
+            self.console.print(text, markup=False, highlight=False)
+
+    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
+        super().build_started(targets, opts)
+        from rich.live import Live
+
+        self.live = Live(
+            self._render(),
+            console=self.console,
+            refresh_per_second=8,
+            transient=True,
+            get_renderable=self._render,
+        )
+        self.live.start()
+
+    def step_started(self, name: str, reason: str) -> None:
+        self.running[name] = (time.time(), reason)
+        with self._lock:
+            self.console.print(
+                f"[cyan]run[/]      [bold]{name}[/]  [dim]({reason})[/]", highlight=False
+            )
+
+    def step_progress(self, name: str, text: str) -> None:
+        if name in self.running:
+            self.running[name] = (self.running[name][0], text)
+
+    def step_finished(self, name: str, o: Outcome) -> None:
+        self.running.pop(name, None)
+        if o.status == "skipped" and not (self.verbose or self.dry_run):
+            return
+        style = {
+            "built": "green",
+            "skipped": "dim",
+            "failed": "bold red",
+            "upstream_failed": "red",
+            "cancelled": "yellow",
+            "would_run": "cyan",
+        }.get(o.status, "")
+        label = {"would_run": "would run", "upstream_failed": "upstream failed"}.get(
+            o.status, o.status
+        )
+        from rich.markup import escape
+
+        extra = ""
+        if o.status == "built":
+            st = _fmt_stats(o.stats)
+            extra = f"  {o.duration_s:.2f}s" + (f"  {st}" if st else "")
+        elif o.reason:
+            extra = f"  [dim]({escape(o.reason)})[/]"
+        with self._lock:
+            self.console.print(
+                f"[{style}]{label:<8}[/] [bold]{escape(name)}[/]{extra}", highlight=False
+            )
+            if o.error:
+                self.console.print(f"  [red]{escape(o.error)}[/]", highlight=False)
+            if o.status == "failed":
+                tail = o.tail or self.logs.get(name, [])[-LOG_TAIL:]
+                for line in tail[-LOG_TAIL:]:
+                    self.console.print(
+                        f"  [dim]{escape(name)} |[/] {escape(line)}", highlight=False
+                    )
+
+    def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
+        if self.live is not None:
+            self.live.stop()
+        style = {"ok": "green", "failed": "bold red"}.get(status, "yellow")
+        with self._lock:
+            self.console.print(f"[{style}]{summary(status, outcomes, time.time() - self.t0)}[/]")
+
+
+class JsonReporter(Reporter):
+    """``--json``: one event object per line on stdout, and a human display (on stderr) beside it."""
+
+    def __init__(self, stream: IO[str], human: Reporter):
+        self.out = stream
+        self.human = human
+        self._lock = threading.Lock()
+        self.t0 = time.time()
+
+    def _event(self, obj: dict[str, Any]) -> None:
+        line = json.dumps(obj, default=str)
+        with self._lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def message(self, text: str) -> None:
+        self.human.message(text)
+
+    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
+        self.t0 = time.time()
+        self._event({"event": "build_started", "targets": targets, "dry_run": opts.dry_run})
+        self.human.build_started(targets, opts)
+
+    def step_started(self, name: str, reason: str) -> None:
+        self._event({"event": "step_started", "target": name, "reason": reason})
+        self.human.step_started(name, reason)
+
+    def step_log(self, name: str, line: str) -> None:
+        self.human.step_log(name, line)
+
+    def step_progress(self, name: str, text: str) -> None:
+        self.human.step_progress(name, text)
+
+    def step_finished(self, name: str, o: Outcome) -> None:
+        ev: dict[str, Any] = {
+            "event": "step",
+            "target": name,
+            "status": o.status,
+            "reason": o.reason,
+            "duration_s": round(o.duration_s, 3),
+        }
+        if o.stats:
+            ev["stats"] = o.stats
+        if o.error:
+            ev["error"] = o.error
+        self._event(ev)
+        self.human.step_finished(name, o)
+
+    def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
+        counts: dict[str, int] = {}
+        for o in outcomes.values():
+            counts[o.status] = counts.get(o.status, 0) + 1
+        self._event(
+            {
+                "event": "build",
+                "status": status,
+                "counts": counts,
+                "duration_s": round(time.time() - self.t0, 3),
+            }
+        )
+        self.human.build_finished(status, outcomes)
+
+
+def make_reporter(json_events: bool, verbose: bool = False, plain: bool = False) -> Reporter:
+    human_stream = sys.stderr if json_events else sys.stdout
+    if not plain and human_stream.isatty():
+        human: Reporter = RichReporter(human_stream, verbose)
+    else:
+        human = PlainReporter(human_stream, verbose)
+    return JsonReporter(sys.stdout, human) if json_events else human
