@@ -123,9 +123,7 @@ def run_touch_forget(args: Any) -> int:
     project = load_project(args.project_dir, env_name=args.env_name)
     g, _, order = selection(project, [], False) if args.all else (None, None, None)
     if args.all:
-        import networkx as nx
-
-        names = list(nx.lexicographical_topological_sort(g))
+        names = list(g.order)
     else:
         if not args.targets:
             raise ConfigError(f"eltmake {args.command}: which targets? name them, or pass --all")

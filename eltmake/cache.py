@@ -58,16 +58,18 @@ class Cache:
     # --- records -------------------------------------------------------------------------------
 
     def record(self, name: str) -> dict[str, Any] | None:
-        return self.dc.get(("rec", name))
+        return self.dc.get("rec:" + name)
 
     def put_record(self, name: str, rec: dict[str, Any]) -> None:
-        self.dc.set(("rec", name), rec)
+        self.dc.set("rec:" + name, rec)
 
     def forget(self, name: str) -> bool:
-        return self.dc.delete(("rec", name))
+        return self.dc.delete("rec:" + name)
 
     def names(self) -> list[str]:
-        return sorted(k[1] for k in self.dc.iterkeys() if isinstance(k, tuple) and k[0] == "rec")
+        return sorted(
+            k[4:] for k in self.dc.iterkeys() if isinstance(k, str) and k.startswith("rec:")
+        )
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -79,7 +81,7 @@ class Cache:
         except (FileNotFoundError, NotADirectoryError):
             return MISSING, None
         sig = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        key = ("stat", rel)
+        key = "stat:" + rel
         hit = self.dc.get(key)
         if hit is not None and tuple(hit[0]) == sig:
             return hit[1], sig

@@ -302,9 +302,10 @@ def cmd_graph(args) -> int:
     from eltmake import graph as G
 
     project = _load(args)
-    g, names, order = _graph_and_selection(project, args)
+    graph, names, order = _graph_and_selection(project, args)
+    g = graph.nx
     if not args.targets:
-        order = list(__import__("networkx").lexicographical_topological_sort(g))
+        order = list(graph.order)
     if args.format == "dot":
         print(G.to_dot(g, order))
     elif args.format == "mermaid":
@@ -315,7 +316,7 @@ def cmd_graph(args) -> int:
         from rich.console import Console
 
         console = Console(highlight=False)
-        roots = names if args.targets else G.default_targets(project, g)
+        roots = names if args.targets else G.default_targets(project, graph)
         if not args.targets:  # also show targets nothing depends on that are not defaults
             roots = sorted(set(roots) | {n for n in g.nodes if g.out_degree(n) == 0})
         colors = {"singer": "cyan", "dbt": "magenta", "command": "green", "aggregate": "yellow"}

@@ -106,7 +106,7 @@ def load_project(
 
     root = find_root(root)
     file = root / PROJECT_FILE
-    data = read_toml(file)
+    data = read_toml(file, cache_dir=root / ".eltmake")
     env = dict(os.environ if environ is None else environ)
     for k, v in read_dotenv(root / ".env").items():
         env.setdefault(k, v)  # the real environment wins over .env, as with every dotenv tool
@@ -205,9 +205,9 @@ def load_project(
     return project
 
 
-def read_toml(file: Path) -> dict[str, Any]:
-    import tomllib
-
+def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Parse the project file; a large one is parsed once per content (pure-Python TOML parsing
+    of 10,000 targets costs more than the no-op build itself)."""
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
@@ -220,6 +220,35 @@ def read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
     if b"\0" in raw:
         raise ConfigError(f"{file}: is a binary file, not TOML text; is this the right folder?")
+    if cache_dir is None or len(raw) < 32768:
+        return _parse_toml(file, raw)
+    import hashlib
+    import pickle
+
+    tag = hashlib.blake2b(raw, digest_size=16).hexdigest()
+    cached = cache_dir / "project.pickle"
+    try:
+        with open(cached, "rb") as f:
+            if f.read(32).decode() == tag:
+                return pickle.load(f)
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, UnicodeDecodeError):
+        pass
+    data = _parse_toml(file, raw)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(tag.encode())
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return data
+
+
+def _parse_toml(file: Path, raw: bytes) -> dict[str, Any]:
+    import tomllib
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

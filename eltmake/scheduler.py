@@ -32,8 +32,7 @@ from eltmake.procs import ProcessRegistry
 from eltmake.step import BuildInfo, Outcome, Step, StepContext
 
 if TYPE_CHECKING:
-    import networkx as nx
-
+    from eltmake.graph import Graph
     from eltmake.output import Reporter
     from eltmake.project import Project
     from eltmake.state import StateStore
@@ -82,7 +81,7 @@ class Scheduler:
     def __init__(
         self,
         project: Project,
-        graph: nx.DiGraph,
+        graph: Graph,
         order: list[str],
         opts: BuildOptions,
         reporter: Reporter,

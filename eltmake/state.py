@@ -59,6 +59,7 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self._steps: list[tuple] = []
 
     def close(self) -> None:
         with self._lock:
@@ -178,6 +179,7 @@ class StateStore:
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, status: str) -> None:
+        self.flush_steps()
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id)
@@ -194,11 +196,19 @@ class StateStore:
         stats: dict[str, Any],
         error: str = "",
     ) -> None:
+        """Buffered: skipped steps are written together with the next step that ran, or at the
+        end of the run, so a no-op build of thousands of targets costs one transaction."""
+        row = (run_id, target, status, reason, started, ended, json.dumps(stats), error)
+        self._steps.append(row)
+        if status != "skipped":
+            self.flush_steps()
+
+    def flush_steps(self) -> None:
+        if not self._steps:
+            return
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, target, status, reason, started, ended, json.dumps(stats), error),
-            )
+            db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._steps)
+        self._steps.clear()
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._lock:

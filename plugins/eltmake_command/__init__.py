@@ -81,7 +81,7 @@ def eltmake_run_step(ctx):
         prog = cfg["run"][0]
         raise StepError(
             f"{ctx.step.name}: program not found: {prog!r}; is it installed and on PATH?"
-        )
+        ) from None
     tail: list[str] = []
     lines = 0
     for raw in proc.stdout:
