@@ -1,0 +1,232 @@
+"""The Singer message loop: buffer records per stream, flush in bulk, report STATE once committed.
+
+The one promise a runner relies on: a STATE line is written to stdout only after every record
+that came before it on stdin is committed in DuckDB. Records are buffered until ``batch_size_rows``
+of them (all streams together) are pending; then every stream is flushed in one transaction and
+the latest STATE received is printed. A STATE that arrives while nothing is pending is printed at
+once, since everything before it is already committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .config import Settings
+from .errors import InputError
+from .names import sanitize, split_stream
+from .stream import EXTRACTED_AT, VERSION_COLUMN, Stream
+from .warehouse import Warehouse
+
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+class Target:
+    """Loads one run's messages into a warehouse."""
+
+    def __init__(self, settings: Settings, warehouse: Warehouse, out: IO[bytes], folder: Path):
+        self.settings = settings
+        self.warehouse = warehouse
+        self.out = out
+        self.folder = folder
+        self.streams: dict[str, Stream] = {}
+        self.tables: dict[tuple[str, str], str] = {}  # (schema, table) -> stream loading it
+        self.pending = 0
+        self.state: Any = None
+        self.state_unsent = False
+        self.batch_started = time.monotonic()
+        self.rows_loaded = 0
+        self.states_sent = 0
+
+    def run(self, lines: Iterable[bytes]) -> None:
+        """Consume every message, then flush what is left and print the last STATE."""
+        loads, dumps = orjson.loads, orjson.dumps
+        streams = self.streams
+        batch_size = self.settings.batch_size_rows
+        decorate = self.settings.metadata_columns
+        for lineno, line in enumerate(lines, 1):
+            try:
+                message = loads(line)
+                kind = message["type"]
+            except Exception:
+                if not line.strip():
+                    continue
+                raise InputError(_bad_line(lineno, line)) from None
+            if kind == "RECORD":
+                try:
+                    stream = streams[message["stream"]]
+                    record = message["record"]
+                    if not record.keys() <= stream.known:
+                        self._undeclared(stream, record)
+                except (KeyError, TypeError, AttributeError):
+                    raise InputError(self._bad_record(lineno, message)) from None
+                if decorate or "version" in message:
+                    self._decorate(stream, message, record)
+                if stream.rename is not None:
+                    rename = stream.rename
+                    record = {rename[prop]: value for prop, value in record.items()}
+                out = stream.batch_file or stream.open_batch(self.folder)
+                out.write(dumps(record, option=_NEWLINE))
+                stream.pending += 1
+                self.pending += 1
+                if self.pending >= batch_size:
+                    self.flush()
+            elif kind == "STATE":
+                self._state(lineno, message)
+            elif kind == "SCHEMA":
+                self._schema(lineno, message)
+            elif kind == "ACTIVATE_VERSION":
+                self._activate(lineno, message)
+            else:
+                raise InputError(f"line {lineno}: unknown message type {kind!r}")
+        self.flush()
+
+    def flush(self, activate: tuple[Stream, int] | None = None) -> None:
+        """Commit every pending record (and table change) in one transaction, then print STATE."""
+        touched = [s for s in self.streams.values() if s.needs_ddl or s.pending]
+        if touched or activate:
+            for stream in touched:
+                if stream.batch_file is not None:
+                    stream.batch_file.flush()
+            with self.warehouse.transaction():
+                for stream in touched:
+                    if stream.needs_ddl:
+                        self.warehouse.ensure_table(stream)
+                for stream in touched:
+                    if stream.pending:
+                        assert stream.batch_path is not None
+                        self.warehouse.load(stream, stream.batch_path)
+                if activate:
+                    self.warehouse.activate(*activate)
+            for stream in touched:
+                stream.needs_ddl = False
+                self.rows_loaded += stream.pending
+                stream.end_batch()
+        self.pending = 0
+        self.batch_started = time.monotonic()
+        self._send_state()
+
+    def close(self) -> None:
+        """Close the batch files."""
+        for stream in self.streams.values():
+            stream.close()
+
+    def _send_state(self) -> None:
+        if self.state_unsent:
+            self.out.write(orjson.dumps(self.state) + b"\n")
+            self.out.flush()
+            self.state_unsent = False
+            self.states_sent += 1
+
+    def _state(self, lineno: int, message: dict[str, Any]) -> None:
+        if "value" not in message:
+            raise InputError(f"line {lineno}: STATE message has no 'value'")
+        self.state = message["value"]
+        self.state_unsent = True
+        if not self.pending:
+            self._send_state()
+            return
+        limit = self.settings.batch_wait_limit_seconds
+        if limit is not None and time.monotonic() - self.batch_started >= limit:
+            self.flush()
+
+    def _schema(self, lineno: int, message: dict[str, Any]) -> None:
+        name = message.get("stream")
+        schema = message.get("schema")
+        keys = message.get("key_properties") or []
+        if not isinstance(name, str) or not name:
+            raise InputError(f"line {lineno}: SCHEMA message has no 'stream' name")
+        if not isinstance(schema, dict):
+            raise InputError(f"line {lineno}: SCHEMA for stream '{name}' has no 'schema' object")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InputError(
+                f"line {lineno}: 'key_properties' of stream '{name}' must be a list of names"
+            )
+        if not keys and self.settings.primary_key_required:
+            raise InputError(
+                f"line {lineno}: stream '{name}' has no key_properties and primary_key_required is"
+                " set (set it to false to append such streams)"
+            )
+        stream = self.streams.get(name)
+        if stream is not None and stream.schema_message == (schema, keys):
+            return  # a re-sent identical SCHEMA: nothing to do, and no reason to flush
+        if self.pending:
+            self.flush()  # rows written under the previous SCHEMA load under it
+        if stream is None:
+            stream = self._new_stream(lineno, name)
+        stream.apply_schema(schema, keys, self.settings.metadata_columns)
+        stream.schema_message = (schema, keys)
+
+    def _new_stream(self, lineno: int, name: str) -> Stream:
+        source_schema, table = split_stream(name)
+        mapping = self.settings.schema_mapping
+        target = mapping.get(name) or (mapping.get(source_schema) if source_schema else None)
+        place = (sanitize(target or self.settings.default_target_schema), sanitize(table))
+        other = self.tables.get(place)
+        if other is not None:
+            raise InputError(
+                f"line {lineno}: streams '{other}' and '{name}' would both load into"
+                f" {place[0]}.{place[1]} (map one to another schema with schema_mapping)"
+            )
+        self.tables[place] = name
+        stream = Stream(name=name, schema_name=place[0], table=place[1])
+        self.streams[name] = stream
+        return stream
+
+    def _activate(self, lineno: int, message: dict[str, Any]) -> None:
+        name = message.get("stream")
+        version = message.get("version")
+        stream = self.streams.get(name) if isinstance(name, str) else None
+        if stream is None:
+            raise InputError(
+                f"line {lineno}: ACTIVATE_VERSION for stream {name!r} before its SCHEMA"
+            )
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InputError(
+                f"line {lineno}: ACTIVATE_VERSION of stream '{name}' needs an integer version"
+            )
+        stream.declare_version()
+        self.flush(activate=(stream, version))
+
+    def _undeclared(self, stream: Stream, record: Any) -> None:
+        if not isinstance(record, dict):
+            raise TypeError
+        if stream.pending and stream.clashes_with(record):
+            self.flush()  # the batch file switches to column-name keys: start a fresh one
+        stream.declare_extra(record)
+
+    def _decorate(self, stream: Stream, message: dict[str, Any], record: dict[str, Any]) -> None:
+        if self.settings.metadata_columns:
+            record[EXTRACTED_AT] = message.get("time_extracted") or record.get(EXTRACTED_AT)
+        version = message.get("version")
+        if version is not None:
+            if not stream.versioned:
+                if stream.pending and stream.clashes_with({VERSION_COLUMN: None}):
+                    self.flush()
+                stream.declare_version()
+            record[VERSION_COLUMN] = version
+
+    def _bad_record(self, lineno: int, message: Any) -> str:
+        name = message.get("stream") if isinstance(message, dict) else None
+        if not isinstance(name, str):
+            return f"line {lineno}: RECORD message has no 'stream' name"
+        if name not in self.streams:
+            return f"line {lineno}: RECORD for stream '{name}' before its SCHEMA"
+        if not isinstance(message.get("record"), dict):
+            return f"line {lineno}: RECORD of stream '{name}' has no 'record' object"
+        return f"line {lineno}: malformed RECORD of stream '{name}'"
+
+
+def _bad_line(lineno: int, line: bytes) -> str:
+    shown = line[:80].decode("utf-8", "replace").rstrip()
+    try:
+        message = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return f"line {lineno}: not valid JSON: {shown!r}"
+    if not isinstance(message, dict):
+        return f"line {lineno}: a Singer message must be a JSON object: {shown!r}"
+    return f"line {lineno}: message has no 'type': {shown!r}"

@@ -1,0 +1,194 @@
+"""The DuckDB side: one connection, one transaction per flush, bulk loads through read_json.
+
+Every flush is a single transaction holding the DDL its rows need (CREATE, ADD COLUMN, widening
+ALTERs), the rows themselves and any ACTIVATE_VERSION delete, so a crash at any instant leaves the
+database as it was after the previous flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from .columns import canonical, read_spec, widen
+from .config import Settings
+from .errors import InputError, TargetError
+from .names import ident, literal
+from .stream import DELETED_AT, VERSION_COLUMN, Stream
+
+# A record is one JSON object in the batch file; DuckDB refuses larger ones (its default is 16 MiB).
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+_ORDER = '"#ord"'  # a column name sanitize() can never produce
+_BATCH_TABLE = '"#eltmake_batch"'
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Warehouse:
+    """A DuckDB database file opened for loading."""
+
+    def __init__(self, settings: Settings) -> None:
+        path = settings.path
+        config = {"motherduck_token": settings.token} if settings.token else {}
+        if path != ":memory:" and not path.startswith(("md:", "motherduck:")):
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(path, config=config)
+        except duckdb.Error as exc:
+            raise TargetError(f"cannot open database {path}: {_one_line(exc)}") from None
+        try:  # Naive date-times are read as UTC, and TIMESTAMPTZ values show in UTC.
+            self.con.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error:
+            pass  # without the ICU extension DuckDB's time zone is UTC anyway
+        for name, value in settings.duckdb_settings.items():
+            try:
+                self.con.execute(f"SET {name} = {literal(value)}")
+            except duckdb.Error as exc:
+                raise InputError(f"setting 'settings.{name}': {_one_line(exc)}") from None
+        self.hard_delete = settings.hard_delete
+
+    def close(self) -> None:
+        """Close the connection (DuckDB checkpoints the write-ahead log into the file)."""
+        self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run a flush as one transaction; any error rolls all of it back."""
+        self.con.begin()
+        try:
+            yield
+        except BaseException:
+            try:
+                self.con.rollback()
+            except duckdb.Error:
+                pass  # the failed statement already aborted the transaction
+            raise
+        try:
+            self.con.commit()
+        except duckdb.Error as exc:
+            raise TargetError(f"commit failed: {_one_line(exc)}") from None
+
+    def ensure_table(self, stream: Stream) -> None:
+        """Create the stream's table, add missing columns and widen types, never narrowing."""
+        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        try:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(stream.schema_name)}")
+            existing = {
+                name.lower(): canonical(kind)
+                for name, kind in self.con.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns()"
+                    " WHERE database_name = current_database()"
+                    " AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
+                    [stream.schema_name, stream.table],
+                ).fetchall()
+            }
+            types: dict[str, str] = {}
+            if not existing:
+                for column in stream.columns.values():
+                    types[column.name] = canonical(column.wanted)
+                defs = ", ".join(f"{ident(name)} {kind}" for name, kind in types.items())
+                self.con.execute(f"CREATE TABLE {table} ({defs})")
+            else:
+                for column in stream.columns.values():
+                    have = existing.get(column.name)
+                    if have is None:
+                        kind = canonical(column.wanted)
+                        self.con.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {ident(column.name)} {kind}"
+                        )
+                    else:
+                        kind = widen(have, column.wanted)
+                        if kind != have:
+                            self.con.execute(
+                                f"ALTER TABLE {table} ALTER COLUMN {ident(column.name)}"
+                                f" SET DATA TYPE {kind}"
+                            )
+                    types[column.name] = kind
+        except duckdb.Error as exc:
+            raise TargetError(
+                f"stream '{stream.name}': cannot prepare table {stream.schema_name}.{stream.table}:"
+                f" {_one_line(exc)}"
+            ) from None
+        stream.table_types = types
+
+    def load(self, stream: Stream, batch: Path) -> None:
+        """Load one batch file: append it, or upsert it when the stream has key properties.
+
+        An upsert keeps the last occurrence of each key in the batch (WITH ORDINALITY numbers the
+        file's lines in order), deletes the rows it replaces and inserts the survivors.
+        """
+        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        struct, selects, names = [], [], []
+        keys = {stream.columns[prop].name for prop in stream.key_properties}
+        for i, (key, column) in enumerate(stream.batch_columns()):
+            kind = stream.table_types[column.name]
+            label = f"stream '{stream.name}', property '{key}' ({kind})"
+            read_type, template = read_spec(kind, label)
+            struct.append(f"{literal(key)}: {literal(read_type)}")
+            expr = template.replace("{v}", f"c{i}")
+            if column.name in keys:
+                missing = literal(f"stream '{stream.name}': a record has no value for key '{key}'")
+                expr = f"COALESCE({expr}, error({missing}))"
+            selects.append(f"{expr} AS {ident(column.name)}")
+            names.append(column.name)
+        for column in stream.columns.values():
+            if not column.from_batch:  # _sdc_batched_at: the time of this flush
+                selects.append(f"now() AS {ident(column.name)}")
+                names.append(column.name)
+        aliases = ", ".join(f"c{i}" for i in range(len(struct)))
+        source = (
+            f"read_json({literal(str(batch))}, format = 'newline_delimited',"
+            f" columns = {{{', '.join(struct)}}}, maximum_object_size = {MAX_RECORD_BYTES})"
+        )
+        column_list = ", ".join(ident(name) for name in names)
+        keep = ""
+        deleted = stream.columns.get(DELETED_AT)
+        if self.hard_delete and deleted is not None:
+            keep = f" WHERE {ident(deleted.name)} IS NULL"
+        try:
+            if not keys:
+                self.con.execute(
+                    f"INSERT INTO {table} ({column_list}) SELECT * FROM"
+                    f" (SELECT {', '.join(selects)} FROM {source} AS src({aliases})){keep}"
+                )
+                return
+            partition = ", ".join(ident(name) for name in keys)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_BATCH_TABLE} AS SELECT * EXCLUDE ({_ORDER}) FROM"
+                f" (SELECT {', '.join(selects)}, {_ORDER} FROM {source}"
+                f" WITH ORDINALITY AS src({aliases}, {_ORDER}))"
+                f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {_ORDER} DESC) = 1"
+            )
+            match = " AND ".join(f"t.{ident(name)} = b.{ident(name)}" for name in keys)
+            self.con.execute(f"DELETE FROM {table} AS t USING {_BATCH_TABLE} AS b WHERE {match}")
+            self.con.execute(
+                f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {_BATCH_TABLE}{keep}"
+            )
+            self.con.execute(f"DROP TABLE {_BATCH_TABLE}")
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            message = _one_line(exc).removeprefix("Invalid Input Error: ")
+            if not message.startswith("stream '"):
+                message = f"stream '{stream.name}': {message}"
+            raise InputError(message) from None
+        except duckdb.Error as exc:
+            raise TargetError(
+                f"stream '{stream.name}': loading into {stream.schema_name}.{stream.table} failed:"
+                f" {_one_line(exc)}"
+            ) from None
+
+    def activate(self, stream: Stream, version: int) -> None:
+        """ACTIVATE_VERSION: the table becomes exactly the rows loaded with ``version``."""
+        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        column = ident(stream.columns[VERSION_COLUMN].name)
+        try:
+            self.con.execute(f"DELETE FROM {table} WHERE {column} IS DISTINCT FROM ?", [version])
+        except duckdb.Error as exc:
+            raise TargetError(
+                f"stream '{stream.name}': ACTIVATE_VERSION failed: {_one_line(exc)}"
+            ) from None
