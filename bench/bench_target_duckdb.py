@@ -1,0 +1,183 @@
+"""Benchmark: eltmake-target-duckdb against target-duckdb 0.8.0 and the JSON-parse floor.
+
+One run feeds the same file of Singer messages (one stream, ~200-byte records of several types,
+a STATE every 10,000 records) to:
+
+* the floor: ``cat messages | python -c "for line in sys.stdin: json.loads(line)"``;
+* ``eltmake-target-duckdb`` (this repository's plugins/ on PYTHONPATH);
+* ``target-duckdb==0.8.0`` from PyPI, installed into its own venv under ``.bench/`` with uv
+  (or venv + pip when uv is missing).
+
+It prints wall times, ratios, and the rows each target actually loaded, so a loss shows.
+Usage: ``python bench/bench_target_duckdb.py [--records N] [--batch-size-rows N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench"
+THEIRS = "target-duckdb==0.8.0"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "customer": {"type": ["null", "string"]},
+        "amount": {"type": ["null", "number"]},
+        "qty": {"type": ["null", "integer"]},
+        "paid": {"type": ["null", "boolean"]},
+        "created_at": {"type": ["null", "string"], "format": "date-time"},
+        "tags": {"type": ["null", "array"], "items": {"type": "string"}},
+        "meta": {"type": ["null", "object"]},
+        "note": {"type": ["null", "string"]},
+    },
+}
+
+
+def write_messages(path: Path, records: int) -> None:
+    """Write the Singer messages once per record count; later runs reuse the file."""
+    rng = random.Random(42)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        schema = {"type": "SCHEMA", "stream": "orders", "schema": SCHEMA, "key_properties": ["id"]}
+        out.write(orjson.dumps(schema) + b"\n")
+        for i in range(records):
+            record = {
+                "id": i,
+                "customer": f"customer-{rng.randrange(100_000):06d}",
+                "amount": round(rng.random() * 1000, 2),
+                "qty": rng.randrange(100),
+                "paid": i % 3 == 0,
+                "created_at": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                "tags": ["new", "gift"][: i % 3],
+                "meta": {"source": "web", "v": i % 7},
+                "note": None if i % 5 else "left at the door",
+            }
+            message = {"type": "RECORD", "stream": "orders", "record": record}
+            out.write(orjson.dumps(message) + b"\n")
+            if i % 10_000 == 9_999:
+                state = {"type": "STATE", "value": {"bookmarks": {"orders": {"id": i}}}}
+                out.write(orjson.dumps(state) + b"\n")
+    tmp.rename(path)
+
+
+def ensure_theirs() -> Path:
+    """Install target-duckdb 0.8.0 into its own venv under .bench/ (once)."""
+    venv = CACHE / "venv-target-duckdb-0.8.0"
+    exe = venv / "bin" / "target-duckdb"
+    if exe.exists():
+        return exe
+    if shutil.which("uv"):
+        subprocess.run(["uv", "venv", "-q", str(venv)], check=True)
+        subprocess.run(
+            ["uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"), THEIRS],
+            check=True,
+        )
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", THEIRS], check=True)
+    return exe
+
+
+def timed(command: str, env: dict[str, str], log: Path) -> float:
+    """Run a shell pipeline; return its wall time (stdout discarded, stderr kept in ``log``)."""
+    with open(log, "wb") as err:
+        started = time.perf_counter()
+        done = subprocess.run(command, shell=True, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        elapsed = time.perf_counter() - started
+    if done.returncode:
+        sys.stderr.write(log.read_text(errors="replace")[-2000:])
+        sys.exit(f"bench: command failed with exit code {done.returncode}: {command}")
+    return elapsed
+
+
+def loaded(db: Path, table: str) -> tuple[int, int]:
+    """(rows, distinct ids) in the loaded table."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows, ids = con.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone()
+    finally:
+        con.close()
+    return rows, ids
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch-size-rows", type=int, default=100_000)
+    args = parser.parse_args()
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")  # keep the cache out of git without touching others
+    messages = CACHE / f"target-duckdb-messages-{args.records}.jsonl"
+    if not messages.exists():
+        print(f"writing {args.records:,} records to {messages} ...", flush=True)
+        write_messages(messages, args.records)
+    theirs = ensure_theirs()
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH")])
+    )
+    size_mb = messages.stat().st_size / 1e6
+    print(
+        f"records: {args.records:,} ({size_mb:.0f} MB of messages), batch_size_rows: {args.batch_size_rows:,}"
+    )
+    print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
+    print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, cores {os.cpu_count()}")
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-target-duckdb-") as tmp:
+        folder = Path(tmp)
+        floor = (
+            f"cat {messages} | {sys.executable} -c "
+            "'import sys, json\nfor line in sys.stdin: json.loads(line)'"
+        )
+        results.append(
+            ("floor: cat | python json.loads", timed(floor, env, folder / "floor.log"), None)
+        )
+        for name, exe in [
+            ("eltmake-target-duckdb", f"{sys.executable} -m eltmake_target_duckdb"),
+            ("target-duckdb 0.8.0", str(theirs)),
+        ]:
+            db = folder / f"{name.split()[0]}.duckdb"
+            config = folder / f"{name.split()[0]}.json"
+            config.write_bytes(
+                orjson.dumps(
+                    {
+                        "path": str(db),
+                        "default_target_schema": "raw",
+                        "batch_size_rows": args.batch_size_rows,
+                    }
+                )
+            )
+            wall = timed(f"cat {messages} | {exe} --config {config}", env, folder / "target.log")
+            results.append((name, wall, loaded(db, "raw.orders")))
+
+    floor_s = results[0][1]
+    ours_s = results[1][1]
+    print()
+    print(f"{'':32} {'wall s':>8} {'x floor':>8} {'rows loaded':>12} {'lost':>8}")
+    for name, wall, counts in results:
+        rows = f"{counts[0]:,}" if counts else "-"
+        lost = f"{args.records - counts[1]:,}" if counts else "-"
+        print(f"{name:32} {wall:8.2f} {wall / floor_s:8.2f} {rows:>12} {lost:>8}")
+    print()
+    print(f"target-duckdb 0.8.0 / eltmake-target-duckdb: {results[2][1] / ours_s:.2f}x")
+    print(f"eltmake-target-duckdb / floor: {ours_s / floor_s:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
