@@ -1,0 +1,62 @@
+"""Shared fixtures: real temporary projects, and eltmake run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+class Project:
+    """A temporary eltmake project folder, and ``eltmake`` run in it as a subprocess."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def toml(self, text: str) -> Path:
+        return self.write("eltmake.toml", text)
+
+    def read(self, rel: str) -> str:
+        return (self.root / rel).read_text()
+
+    def run(self, *args: str, check: bool | int = False, env: dict | None = None, timeout: float = 300):
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "eltmake", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
+        expected = 0 if check is True else check
+        if check is not False and proc.returncode != expected:
+            raise AssertionError(
+                f"eltmake {' '.join(args)} exited {proc.returncode}, expected {expected}\n"
+                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def events(self, *args: str, check: bool | int = True) -> list[dict]:
+        import json
+
+        proc = self.run(*args, "--json", check=check)
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+    def statuses(self, *args: str, check: bool | int = True) -> dict[str, str]:
+        return {e["target"]: e["status"] for e in self.events("build", *args, check=check) if e["event"] == "step"}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
