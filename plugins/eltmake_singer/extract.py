@@ -1,0 +1,262 @@
+"""The extract-load step: from a ``[targets.NAME]`` table with ``extract`` to a finished run.
+
+Choices, and why:
+
+* Freshness: an extract with no ``inputs`` defaults to ``freshness = "always"``. eltmake cannot
+  hash an API or a database before reading it, so every build re-extracts (a cron build then
+  picks up new rows), and early cutoff keeps the dbt work below it skipped when nothing new
+  arrived. An extract that lists its ``inputs`` (a file tap) is keyed by their content like any
+  step, so it runs when they change. Set ``freshness`` to override either.
+* Fingerprint (for early cutoff): the digest of the loader's identity and config (another
+  warehouse is another output) and, per stream, the count and digest of the records delivered
+  (:mod:`eltmake_singer.messages`). A run that delivers no record keeps the previous fingerprint:
+  an incremental run with no new rows changes nothing downstream.
+* State: only what the target emits (its commits) is saved, each state as it arrives, merged per
+  stream into the state store under ``state_id`` while holding its lease. ``--full-refresh``
+  (or ``full_refresh = true``) runs the tap without ``--state`` and re-discovers its catalog;
+  the merge keeps the bookmarks of streams the run does not touch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eltmake import toolenv
+from eltmake.errors import StepError
+from eltmake.state import LeaseHeld
+from eltmake.step import Step, StepResult
+from eltmake_singer import catalog, runner
+from eltmake_singer.bookmarks import merge_state, state_streams
+from eltmake_singer.config import (
+    DEFAULT_BUFFER_MB,
+    DEFAULT_MAX_LINE,
+    Redactor,
+    ToolConfig,
+    digest,
+    key_facts,
+    resolve_config,
+    secret_values,
+    timeout_seconds,
+    tool,
+    write_config,
+)
+
+if TYPE_CHECKING:
+    from eltmake.project import Project, Target
+    from eltmake.step import StepContext
+
+KIND = "singer"
+
+
+def tools_of(project: Project, target: Target) -> tuple[ToolConfig, list[ToolConfig], ToolConfig]:
+    """(extractor, mappers in order, loader) of a Singer target."""
+    cfg = target.config
+    maps = cfg.get("map", [])
+    maps = [maps] if isinstance(maps, str) else list(maps)
+    return (
+        tool(project, "extractors", cfg["extract"]),
+        [tool(project, "mappers", m) for m in maps],
+        tool(project, "loaders", cfg["load"]),
+    )
+
+
+def effective_select(target: Target, tap: ToolConfig) -> list[str] | None:
+    """The target's ``select`` when it has one, else the extractor's (None: the default)."""
+    if "select" in target.config:
+        return list(target.config["select"])
+    return tap.select
+
+
+def make_step(project: Project, target: Target) -> Step:
+    freshness = target.freshness
+    if freshness is None and not target.inputs:
+        freshness = "always"
+    cfg = target.config
+    return Step(
+        name=target.name,
+        kind=KIND,
+        target=target,
+        inputs=list(target.inputs),
+        outputs=list(target.outputs),
+        freshness=freshness,
+        data={"state_id": cfg.get("state_id", target.name)},
+    )
+
+
+def definition(project: Project, step: Step) -> dict[str, Any]:
+    """Per tool: its installed identity and config (secrets as a digest); the effective select."""
+    tap, mappers, loader = tools_of(project, step.target)
+    out: dict[str, Any] = {}
+    for t in [tap, *mappers, loader]:
+        out[f"{t.name}.version"] = toolenv.tool_identity(project, t.spec())
+        out[f"{t.name}.config"] = key_facts(project, t, resolve_config(project, t))
+    out[f"{tap.name}.select"] = effective_select(step.target, tap) or catalog.DEFAULT_SELECT
+    if tap.capabilities is not None:
+        out[f"{tap.name}.capabilities"] = sorted(tap.capabilities)
+    return out
+
+
+def run_step(ctx: StepContext) -> StepResult:
+    project, target = ctx.project, ctx.step.target
+    cfg = target.config
+    tap, mappers, loader = tools_of(project, target)
+    chain = [tap, *mappers, loader]
+    configs = {t.name: resolve_config(project, t) for t in chain}
+    redact = Redactor([v for t in chain for v in secret_values(t, configs[t.name])])
+    exes = {t.name: toolenv.executable_path(project, t.spec()) for t in chain}
+    full_refresh = bool(ctx.full_refresh or cfg.get("full_refresh", False))
+    state_id = ctx.step.data.get("state_id", target.name)
+    where = f"{project.file.name}: targets.{target.name}.timeout"
+    timeout = timeout_seconds(cfg.get("timeout"), where)
+    stats: dict[str, Any] = {}
+
+    with ctx.private_dir() as private:
+        paths = {
+            t.name: write_config(private, f"config-{i}-{t.role}.json", configs[t.name])
+            for i, t in enumerate(chain)
+        }
+        identity = toolenv.tool_identity(project, tap.spec())
+        caps = catalog.capabilities(project, tap, exes[tap.name], identity, ctx.popen, ctx.log)
+        tap_argv = [exes[tap.name], "--config", str(paths[tap.name])]
+        select = effective_select(target, tap)
+        if {"catalog", "properties", "discover"} & set(caps):
+            cat = catalog.discover(
+                project,
+                tap,
+                exes[tap.name],
+                paths[tap.name],
+                [identity, key_facts(project, tap, configs[tap.name]), caps],
+                ctx.popen,
+                redact,
+                refresh=full_refresh,
+                timeout=timeout,
+            )
+            selected = catalog.apply_selection(cat, select)
+            streams = catalog.selected_streams(selected)
+            if not streams:
+                ctx.log(
+                    f"{tap.name}: the selection {select or catalog.DEFAULT_SELECT} matches no "
+                    f"stream; `eltmake select {tap.name} --list` shows what there is"
+                )
+            cat_path = write_config(private, "catalog.json", selected)
+            flag = "--properties" if "properties" in caps and "catalog" not in caps else "--catalog"
+            tap_argv += [flag, str(cat_path)]
+        elif select:
+            ctx.log(f"{tap.name} declares no catalog capability: its select is not applied")
+
+        try:
+            with ctx.state.lease(state_id):
+                result = _run_with_state(
+                    ctx,
+                    private,
+                    tap,
+                    mappers,
+                    loader,
+                    tap_argv,
+                    exes,
+                    paths,
+                    caps,
+                    state_id,
+                    full_refresh,
+                    timeout,
+                    redact,
+                    stats,
+                )
+        except LeaseHeld as exc:
+            raise StepError(str(exc)) from None
+
+    total = sum(result.counts.values())
+    stats.update(
+        records=total,
+        streams=dict(sorted(result.counts.items())),
+        bytes=result.bytes,
+        states_saved=result.states,
+    )
+    if full_refresh:
+        stats["full_refresh"] = True
+    loader_facts = key_facts(project, loader, configs[loader.name])
+    previous = (ctx.record or {}).get("fingerprint")
+    if total == 0 and previous:
+        fingerprint = previous
+    else:
+        fingerprint = digest(
+            {
+                "loader": [loader.name, loader_facts, [m.name for m in mappers]],
+                "streams": {s: [result.counts[s], d] for s, d in sorted(result.digests.items())},
+            }
+        )
+    rate = total / result.duration_s if result.duration_s > 0 else 0.0
+    message = f"{total:,} records in {len(result.counts)} streams ({rate:,.0f}/s)"
+    return StepResult(fingerprint=fingerprint, stats=stats, message=message)
+
+
+def _run_with_state(
+    ctx: StepContext,
+    private: Path,
+    tap: ToolConfig,
+    mappers: list[ToolConfig],
+    loader: ToolConfig,
+    tap_argv: list[str],
+    exes: dict[str, str],
+    paths: dict[str, Path],
+    caps: list[str],
+    state_id: str,
+    full_refresh: bool,
+    timeout: float | None,
+    redact: Redactor,
+    stats: dict[str, Any],
+) -> runner.PipelineResult:
+    """Pass the stored state to the tap, run the pipeline, save each state the target emits."""
+    cfg = ctx.step.target.config
+    stored = ctx.state.get(state_id)
+    if "state" not in caps:
+        ctx.log(
+            f"{tap.name} does not declare the 'state' capability: it gets no --state, so every "
+            f"run extracts in full (set extractors.{tap.name}.capabilities if it does)"
+        )
+        stats["state"] = "tap takes no state"
+    elif full_refresh:
+        kept = state_streams(stored)
+        if kept:
+            ctx.log(
+                f"full refresh: {tap.name} runs without state; bookmarks of streams it does "
+                f"not sync are kept ({', '.join(kept[:5])}{'...' if len(kept) > 5 else ''})"
+            )
+        stats["state"] = "full refresh"
+    elif stored is not None:
+        state_path = write_config(private, "state.json", stored)
+        tap_argv = [*tap_argv, "--state", str(state_path)]
+        stats["state"] = "resumed"
+    else:
+        stats["state"] = "first run"
+
+    def on_state(value: Any) -> None:
+        ctx.state.update(state_id, lambda old: merge_state(old, value))
+
+    tools = [runner.Tool(tap.name, "tap", tap_argv)]
+    tools += [
+        runner.Tool(m.name, "mapper", [exes[m.name], "--config", str(paths[m.name])])
+        for m in mappers
+    ]
+    tools.append(
+        runner.Tool(loader.name, "target", [exes[loader.name], "--config", str(paths[loader.name])])
+    )
+    result = runner.run(
+        ctx,
+        tools,
+        on_state=on_state,
+        redact=redact,
+        timeout=timeout,
+        max_line=int(cfg.get("max_line_bytes", DEFAULT_MAX_LINE)),
+        buffer_bytes=int(float(cfg.get("buffer_mb", DEFAULT_BUFFER_MB)) * 1024 * 1024),
+    )
+    if result.states == 0:
+        ctx.log(
+            f"{loader.name} emitted no state: nothing was saved, so the next run starts from "
+            "the same bookmarks"
+        )
+        stats["state"] = f"{stats.get('state', '')}; target emitted none".lstrip("; ")
+    if result.bad_state_lines:
+        stats["bad_state_lines"] = result.bad_state_lines
+    return result
