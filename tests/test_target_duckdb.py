@@ -303,7 +303,7 @@ def test_a_value_that_does_not_fit_fails_loudly(tmp_path: Path, prop, value, com
     message = done.stderr.decode().strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert "property 'v'" in message and complaint in message
-    assert done.stdout.splitlines() == [b'{"n":1}']  # the state before the bad record only
+    assert done.stdout == b""  # {"n": 1} waited for a flush that never committed
     assert query(tmp_path, "SELECT id FROM raw.s") == [(1,)]
 
 
@@ -486,7 +486,7 @@ def test_state_appears_only_after_its_records_are_committed(tmp_path: Path, kill
         assert seen is not None
     running.kill()
     ids = committed_ids(tmp_path)
-    assert len(ids) >= seen["sent"]
+    assert seen["sent"] <= len(ids) < 20_000  # killed mid-load
     assert ids == list(range(len(ids)))  # a prefix: nothing lost, nothing duplicated
     assert len(ids) % 500 == 0  # whole batches only: each flush is one transaction
 
@@ -527,7 +527,7 @@ def test_kill_9_mid_load_then_resume_loses_and_duplicates_nothing(tmp_path: Path
     last = ([last, *running.kill()])[-1]
     assert last is not None
     ids = committed_ids(tmp_path)
-    assert ids == list(range(len(ids))) and len(ids) >= last["sent"]
+    assert ids == list(range(len(ids))) and last["sent"] <= len(ids) < total
 
     # The tap resumes from the bookmark; records after it are sent again and upserted.
     done = run_target(tmp_path, [NUMBERED, *numbered(total, 100, start=last["sent"])])
