@@ -75,7 +75,8 @@ def _tool_or_error(project: Project, name: str, tables: tuple[str, ...] = tuple(
         if name in project.tables.get(table, {}):
             return tool(project, table, name)
     known = sorted(n for t in tables for n in project.tables.get(t, {}))
-    what = " or ".join(ROLES[t] for t in tables)
+    roles = [ROLES[t] for t in tables]
+    what = roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} or {roles[-1]}"
     hint = did_you_mean(name, known) or (
         f"; defined: {', '.join(known)}" if known else f"; none is defined in {project.file.name}"
     )
