@@ -178,6 +178,24 @@ def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def top_help() -> str:
+    width = max(len(c) for c in CORE_COMMANDS)
+    cmds = "\n".join(f"  {c:<{width}}  {h}" for c, h in CORE_COMMANDS.items())
+    return (
+        "usage: eltmake [--version] [-C DIR] [--env NAME] [--debug] COMMAND [ARGS]\n\n"
+        "Make-style ELT builds: Singer extract-load, dbt and commands in one cached dependency "
+        "graph.\n\n"
+        f"commands:\n{cmds}\n\n"
+        "options:\n"
+        "  -C DIR, --directory DIR  the project folder (default: the current one)\n"
+        "  --env NAME               apply [environments.NAME] overrides\n"
+        "  --debug                  show tracebacks\n"
+        "  --version                print the version\n\n"
+        "`eltmake COMMAND --help` tells more; plugins may add commands (`eltmake plugins`).\n"
+        "Exit codes: 0 ok, 1 a step failed, 2 bad usage or project file, 130 interrupted."
+    )
+
+
 def _plugin_manager():
     from eltmake.plugins import PluginManager
 
@@ -188,6 +206,14 @@ def _plugin_manager():
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # the fast path: no parser at all
+        from eltmake import __version__
+
+        print(f"eltmake {__version__}")
+        return EXIT_OK
+    if argv in (["--help"], ["-h"]):  # static, so it needs no argparse (start-up is a feature)
+        print(top_help())
+        return EXIT_OK
     debug = "--debug" in argv
     try:
         # Plugins may add commands: load them only when the core does not know the command.

@@ -110,6 +110,7 @@ def load_project(
     env = dict(os.environ if environ is None else environ)
     for k, v in read_dotenv(root / ".env").items():
         env.setdefault(k, v)  # the real environment wins over .env, as with every dotenv tool
+    _put_own_bin_first(env)
 
     if not isinstance(data.get("project", {}), dict):
         raise ConfigError(f"{file.name}: project must be a table ([project])")
@@ -203,6 +204,20 @@ def load_project(
             if up in targets and down in targets and up != down and up not in targets[down].deps:
                 project.inferred.append((up, down, why))
     return project
+
+
+def _put_own_bin_first(env: dict[str, str]) -> None:
+    """Steps see eltmake's own environment first on PATH (like ``npm run`` and node_modules/.bin):
+    ``python`` in a recipe is the Python eltmake runs on, with duckdb, and eltmake's console
+    scripts (eltmake-target-duckdb) are found even when the virtualenv is not activated."""
+    import sys
+
+    if sys.prefix == sys.base_prefix:
+        return
+    own = os.path.dirname(sys.executable)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != own:
+        env["PATH"] = own + os.pathsep + path if path else own
 
 
 def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:

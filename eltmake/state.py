@@ -48,7 +48,8 @@ class LeaseHeld(EltmakeError):
 class StateStore:
     """Key → JSON value per state id (by default the target's name), atomic and durable."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()

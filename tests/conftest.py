@@ -29,7 +29,9 @@ class Project:
     def read(self, rel: str) -> str:
         return (self.root / rel).read_text()
 
-    def run(self, *args: str, check: bool | int = False, env: dict | None = None, timeout: float = 300):
+    def run(
+        self, *args: str, check: bool | int = False, env: dict | None = None, timeout: float = 300
+    ):
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(
             [sys.executable, "-m", "eltmake", *args],
@@ -54,7 +56,11 @@ class Project:
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
     def statuses(self, *args: str, check: bool | int = True) -> dict[str, str]:
-        return {e["target"]: e["status"] for e in self.events("build", *args, check=check) if e["event"] == "step"}
+        return {
+            e["target"]: e["status"]
+            for e in self.events("build", *args, check=check)
+            if e["event"] == "step"
+        }
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ import sys
 
 
 def eltmake(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "eltmake", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "eltmake", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_version():

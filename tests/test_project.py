@@ -5,28 +5,61 @@ import pytest
 CASES = {
     "toml_syntax": ("[targets.a]\nrun = 'true'\ndeps = [\n", ["eltmake.toml:", "invalid TOML"]),
     "toml_syntax_line_col": ("[project]\nname = \n", ["eltmake.toml:2:", "invalid TOML"]),
-    "unknown_table": ("[target.a]\nrun = 'true'\n", ["unknown table [target]", "did you mean 'targets'"]),
-    "unknown_project_key": ("[project]\nnmae = 'x'\n", ["project: unknown key 'nmae'", "did you mean 'name'"]),
-    "unknown_target_key": ("[targets.a]\nrun = 'true'\ninptus = []\n", ["targets.a: unknown key 'inptus'", "'inputs'"]),
-    "wrong_type_deps": ("[targets.a]\nrun = 'true'\ndeps = 'b'\n", ["targets.a.deps must be a list", "not a string"]),
+    "unknown_table": (
+        "[target.a]\nrun = 'true'\n",
+        ["unknown table [target]", "did you mean 'targets'"],
+    ),
+    "unknown_project_key": (
+        "[project]\nnmae = 'x'\n",
+        ["project: unknown key 'nmae'", "did you mean 'name'"],
+    ),
+    "unknown_target_key": (
+        "[targets.a]\nrun = 'true'\ninptus = []\n",
+        ["targets.a: unknown key 'inptus'", "'inputs'"],
+    ),
+    "wrong_type_deps": (
+        "[targets.a]\nrun = 'true'\ndeps = 'b'\n",
+        ["targets.a.deps must be a list", "not a string"],
+    ),
     "wrong_type_run": ("[targets.a]\nrun = 3\n", ["targets.a.run must be a string or a list"]),
-    "wrong_item_type": ("[targets.a]\nrun = 'true'\ninputs = [1]\n", ["targets.a.inputs[0] must be a string"]),
+    "wrong_item_type": (
+        "[targets.a]\nrun = 'true'\ninputs = [1]\n",
+        ["targets.a.inputs[0] must be a string"],
+    ),
     "target_not_a_table": ("[targets]\na = 'echo'\n", ["targets.a must be a table"]),
     "unknown_dep": (
         "[targets.alpha]\nrun = 'true'\n[targets.b]\nrun = 'true'\ndeps = ['alpah']\n",
         ["targets.b.deps: unknown target 'alpah'", "did you mean 'alpha'"],
     ),
-    "self_dep": ("[targets.a]\nrun = 'true'\ndeps = ['a']\n", ["targets.a.deps", "cannot depend on itself"]),
-    "recipe_key_on_aggregate": ("[targets.a]\nenv = {X = '1'}\n", ["targets.a.env", "belongs to command"]),
-    "bad_freshness": ("[targets.a]\nrun = 'true'\nfreshness = '6 hours'\n", ["targets.a.freshness", "'6 hours'", "6h"]),
+    "self_dep": (
+        "[targets.a]\nrun = 'true'\ndeps = ['a']\n",
+        ["targets.a.deps", "cannot depend on itself"],
+    ),
+    "recipe_key_on_aggregate": (
+        "[targets.a]\nenv = {X = '1'}\n",
+        ["targets.a.env", "belongs to command"],
+    ),
+    "bad_freshness": (
+        "[targets.a]\nrun = 'true'\nfreshness = '6 hours'\n",
+        ["targets.a.freshness", "'6 hours'", "6h"],
+    ),
     "cycle": (
         "[targets.a]\nrun='true'\ndeps=['c']\n[targets.b]\nrun='true'\ndeps=['a']\n[targets.c]\nrun='true'\ndeps=['b']\n",
         ["cycle", "→"],
     ),
-    "unknown_default": ("[project]\ndefault = 'wh'\n[targets.wh2]\nrun = 'true'\n", ["project.default: unknown target 'wh'"]),
-    "unset_variable": ("[targets.a]\nrun = 'echo ${ELTMAKE_TEST_SURELY_UNSET}'\n", ["targets.a.run", "${ELTMAKE_TEST_SURELY_UNSET} is not set"]),
+    "unknown_default": (
+        "[project]\ndefault = 'wh'\n[targets.wh2]\nrun = 'true'\n",
+        ["project.default: unknown target 'wh'"],
+    ),
+    "unset_variable": (
+        "[targets.a]\nrun = 'echo ${ELTMAKE_TEST_SURELY_UNSET}'\n",
+        ["targets.a.run", "${ELTMAKE_TEST_SURELY_UNSET} is not set"],
+    ),
     "empty_run": ("[targets.a]\nrun = ''\n", ["targets.a.run", "empty"]),
-    "unknown_plugin_module": ("[project]\nplugins = ['no_such_plugin_mod']\n", ["project.plugins", "no_such_plugin_mod"]),
+    "unknown_plugin_module": (
+        "[project]\nplugins = ['no_such_plugin_mod']\n",
+        ["project.plugins", "no_such_plugin_mod"],
+    ),
 }
 
 
@@ -79,7 +112,9 @@ def test_non_utf8_project_file(project):
 
 def test_unknown_target_on_the_command_line(project):
     project.toml("[targets.warehouse]\nrun = 'true'\n")
-    assert_one_line_error(project.run("build", "warehose"), ["unknown target 'warehose'", "did you mean 'warehouse'"])
+    assert_one_line_error(
+        project.run("build", "warehose"), ["unknown target 'warehose'", "did you mean 'warehouse'"]
+    )
 
 
 def test_unknown_force_target(project):
@@ -89,7 +124,9 @@ def test_unknown_force_target(project):
 
 def test_unknown_environment(project):
     project.toml("[targets.a]\nrun = 'true'\n[environments.prod.targets.a]\nrun = 'false'\n")
-    assert_one_line_error(project.run("build", "--env", "prd"), ["no environment 'prd'", "did you mean 'prod'"])
+    assert_one_line_error(
+        project.run("build", "--env", "prd"), ["no environment 'prd'", "did you mean 'prod'"]
+    )
 
 
 def test_debug_shows_the_traceback(project):

@@ -187,7 +187,9 @@ def test_failure_marks_dependents_and_exits_1(project):
     )
     proc = project.run("build", "bad", "after", "other", "-k", "--json")
     assert proc.returncode == 1
-    events = {e["target"]: e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "step"}
+    events = {
+        e["target"]: e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "step"
+    }
     assert events["bad"]["status"] == "failed"
     assert "exited with code 3" in events["bad"]["error"]
     assert events["after"]["status"] == "upstream_failed"
@@ -254,7 +256,13 @@ def test_input_changed_while_running_is_not_recorded(project):
         """
     )
     project.write("in.txt", "1\n")
-    proc = subprocess.Popen([PY, "-m", "eltmake", "build"], cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "eltmake", "build"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not (project.root / "started").exists():
         time.sleep(0.01)
     project.write("in.txt", "2\n")
@@ -295,7 +303,13 @@ def test_ctrl_c_stops_children_and_records_nothing(project):
         run = "echo $$ > pid.txt; sleep 60 & echo $! > child.txt; wait"
         """
     )
-    proc = subprocess.Popen([PY, "-m", "eltmake", "build"], cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "eltmake", "build"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 30
     while not (project.root / "child.txt").exists() or not project.read("child.txt").strip():
         assert time.time() < deadline

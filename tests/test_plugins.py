@@ -1,0 +1,121 @@
+"""The plugin contract: a project plugin adds a recipe kind without touching eltmake."""
+
+import inspect
+
+from eltmake import hookspecs
+
+PLUGIN = '''
+"""A project plugin: `greet = "NAME"` targets write a greeting file."""
+from pathlib import Path
+
+from eltmake import hookimpl
+from eltmake.errors import ConfigError
+from eltmake.step import RecipeSpec, Step, StepResult
+
+
+@hookimpl
+def eltmake_add_recipes():
+    return [RecipeSpec(kind="greet", marker="greet", keys={"greet": (str,), "loud": (bool,)})]
+
+
+@hookimpl
+def eltmake_validate_project(project):
+    for t in project.targets.values():
+        if t.kind == "greet" and not t.config["greet"]:
+            raise ConfigError(f"{project.file.name}: targets.{t.name}.greet: say who to greet")
+
+
+@hookimpl
+def eltmake_make_step(project, target):
+    if target.kind == "greet":
+        return Step(target.name, "greet", target, outputs=target.outputs)
+
+
+@hookimpl
+def eltmake_run_step(ctx):
+    if ctx.step.kind != "greet":
+        return None
+    text = f"hello {ctx.step.target.config['greet']}"
+    if ctx.step.target.config.get("loud"):
+        text = text.upper()
+    Path(ctx.root, ctx.step.outputs[0]).write_text(text)
+    ctx.log(text)
+    return StepResult(stats={"greetings": 1})
+
+
+@hookimpl
+def eltmake_step_finished(build, step, outcome):
+    with open(Path(build.project.root, "audit.log"), "a") as f:
+        f.write(f"{step.name} {outcome.status}\\n")
+'''
+
+
+def test_project_plugin_adds_a_recipe(project):
+    project.write("plugins/greet.py", PLUGIN)
+    project.toml(
+        """
+        [targets.hi]
+        greet = "world"
+        outputs = ["hi.txt"]
+        """
+    )
+    assert project.statuses() == {"hi": "built"}
+    assert project.read("hi.txt") == "hello world"
+    assert project.read("audit.log") == "hi built\n"
+    assert project.statuses() == {"hi": "skipped"}
+    project.toml('[targets.hi]\ngreet = "world"\nloud = true\noutputs = ["hi.txt"]\n')
+    assert project.statuses() == {"hi": "built"}
+    assert project.read("hi.txt") == "HELLO WORLD"
+
+
+def test_plugin_keys_are_type_checked_and_validated(project):
+    project.write("plugins/greet.py", PLUGIN)
+    project.toml('[targets.hi]\ngreet = "world"\nloud = "yes"\n')
+    proc = project.run("build")
+    assert proc.returncode == 2 and "targets.hi.loud must be true or false" in proc.stderr
+    project.toml('[targets.hi]\ngreet = ""\n')
+    proc = project.run("build")
+    assert proc.returncode == 2 and "say who to greet" in proc.stderr
+
+
+def test_plugin_module_from_project_plugins_list(project):
+    project.write("my_plugins/greeter.py", PLUGIN)
+    project.write("my_plugins/__init__.py", "")
+    project.toml(
+        '[project]\nplugins = ["my_plugins.greeter"]\n[targets.hi]\ngreet = "you"\noutputs = ["hi.txt"]\n'
+    )
+    project.run("build", check=True)
+    assert project.read("hi.txt") == "hello you"
+
+
+def test_broken_project_plugin_is_one_line(project):
+    project.write("plugins/broken.py", "import no_such_module_here\n")
+    project.toml('[targets.a]\nrun = "true"\n')
+    proc = project.run("build")
+    assert proc.returncode == 2
+    assert (
+        "plugins/broken.py: plugin failed to load" in proc.stderr and "Traceback" not in proc.stderr
+    )
+
+
+def test_plugins_command_lists_builtins_and_project_plugins(project):
+    project.write("plugins/greet.py", PLUGIN)
+    project.toml('[targets.hi]\ngreet = "x"\n')
+    out = project.run("plugins", check=True).stdout
+    assert "command  (entry point eltmake_command" in out
+    assert "project:greet  (plugins/greet.py)" in out
+    assert "eltmake_run_step" in out
+
+
+def test_every_hook_is_documented():
+    hooks = [
+        f
+        for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("eltmake_")
+    ]
+    assert len(hooks) >= 15
+    for hook in hooks:
+        doc = inspect.getdoc(hook) or ""
+        assert len(doc) > 40, (
+            f"{hook.__name__} needs a docstring saying when it is called and what it returns"
+        )
