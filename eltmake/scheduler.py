@@ -266,12 +266,31 @@ class Scheduler:
             progress=lambda text, n=name: self.reporter.step_progress(n, text),
             procs=self.procs,
             run_id=self.run_id,
+            changed_inputs=self._changed_inputs(name, parts, rec),
         )
         self.reporter.step_started(name, reason)
         self.project.pm.hook.eltmake_step_started(build=self.build, step=step)
         fut = pool.submit(self._run_one, ctx)
         with self._lock:
             self._running[fut] = _Running(name, ctx, time.time(), parts, stats, reason)
+
+    def _changed_inputs(
+        self, name: str, parts: dict[str, Any], rec: dict[str, Any] | None
+    ) -> list[str] | None:
+        """For :attr:`StepContext.changed_inputs`: which inputs moved, if only inputs did."""
+        if (
+            rec is None
+            or self.opts.full_refresh
+            or ALL in self.opts.force
+            or name in self.opts.force
+        ):
+            return None
+        old = rec.get("parts") or {}
+        if any(old.get(k) != parts[k] for k in ("format", "kind", "definition", "upstream")):
+            return None
+        a, b = old.get("inputs", {}), parts["inputs"]
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return changed or None
 
     def _run_one(self, ctx: StepContext):
         result = self.project.pm.hook.eltmake_run_step(ctx=ctx)

@@ -130,6 +130,7 @@ class StepContext:
         progress: Callable[[str], None],
         procs: Any,
         run_id: int | None = None,
+        changed_inputs: list[str] | None = None,
     ):
         self.project = project
         self.step = step
@@ -139,6 +140,13 @@ class StepContext:
         self.full_refresh = full_refresh
         self.cancelled = threading.Event()
         self.run_id = run_id
+        # The input files whose content differs from the last successful run, when nothing else
+        # does (definition, upstream fingerprints, tool): a step that can run partially (dbt:
+        # only the edited models and their descendants) may limit itself to them. ``None`` means
+        # run the whole step: never built, forced, full refresh, or more than inputs changed.
+        # Because it is measured against the last *recorded* run, edits made across failed or
+        # cancelled runs (watch mode) accumulate instead of being lost.
+        self.changed_inputs = changed_inputs
         self._log = log
         self._progress = progress
         self._procs = procs
