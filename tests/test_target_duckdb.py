@@ -291,6 +291,9 @@ def test_schema_changes_add_columns_and_widen_types(tmp_path: Path):
         ({"type": "boolean"}, 1, "is not a boolean"),
         ({"type": "string", "format": "date"}, "2024-01-01T10:00:00", "is not a date"),
         ({"type": "string", "format": "date-time"}, "yesterday", "is not a date-time"),
+        ({"type": "string", "format": "time"}, "10:00:00+02:00", "is not a time"),
+        ({"type": "integer"}, 2**63, "does not fit BIGINT"),
+        ({"type": "number"}, "1.5", "is not a number"),
     ],
 )
 def test_a_value_that_does_not_fit_fails_loudly(tmp_path: Path, prop, value, complaint):
@@ -393,8 +396,17 @@ def test_names_are_sanitised_and_schemas_mapped(tmp_path: Path):
     messages += [record("public-Order Lines", {"Order ID": 1, "id": 2, "ID": "x", "9lives": True})]
     messages += [schema("other", {"type": "object", "properties": {"k": {"type": "integer"}}})]
     messages += [record("other", {"k": 1})]
+    # Undeclared properties that clash only by case, the second arriving mid-batch.
+    messages += [schema("late", {"type": "object", "properties": {"id": {"type": "integer"}}})]
+    messages += [record("late", {"id": 1}), record("late", {"id": 2, "X": 1})]
+    messages += [record("late", {"id": 3, "x": "two"})]
     mapping = {"public": {"target_schema": "src"}, "other": "elsewhere"}
     ok(run_target(tmp_path, messages, schema_mapping=mapping))
+    assert query(tmp_path, "SELECT id, x, x_2 FROM raw.late ORDER BY id") == [
+        (1, None, None),
+        (2, "1", None),
+        (3, None, '"two"'),
+    ]
     assert query(tmp_path, 'SELECT order_id, id, id_2, "_9lives" FROM src.order_lines') == [
         (1, 2, "x", True)
     ]
