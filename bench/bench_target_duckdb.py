@@ -103,6 +103,16 @@ def timed(command: str, env: dict[str, str], log: Path) -> float:
     return elapsed
 
 
+def peak_rss_mb(command: str, env: dict[str, str], log: Path) -> tuple[float, float | None]:
+    """Run ``command`` under /usr/bin/time when present: (wall seconds, peak RSS in MB or None)."""
+    gnu_time = shutil.which("time", path="/usr/bin")
+    if gnu_time is None:
+        return timed(command, env, log), None
+    rss = log.with_suffix(".rss")
+    wall = timed(command.replace("{time}", f"{gnu_time} -o {rss} -f %M"), env, log)
+    return wall, int(rss.read_text().split()[-1]) / 1024
+
+
 def loaded(db: Path, table: str) -> tuple[int, int]:
     """(rows, distinct ids) in the loaded table."""
     con = duckdb.connect(str(db), read_only=True)
@@ -138,6 +148,7 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, cores {os.cpu_count()}")
 
     results = []
+    peaks: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-target-duckdb-") as tmp:
         folder = Path(tmp)
         floor = (
@@ -162,17 +173,21 @@ def main() -> int:
                     }
                 )
             )
-            wall = timed(f"cat {messages} | {exe} --config {config}", env, folder / "target.log")
+            command = f"cat {messages} | {{time}} {exe} --config {config}"
+            wall, rss = peak_rss_mb(command, env, folder / "target.log")
             results.append((name, wall, loaded(db, "raw.orders")))
+            peaks[name] = rss
 
     floor_s = results[0][1]
     ours_s = results[1][1]
     print()
-    print(f"{'':32} {'wall s':>8} {'x floor':>8} {'rows loaded':>12} {'lost':>8}")
+    print(f"{'':32} {'wall s':>8} {'x floor':>8} {'rows loaded':>12} {'lost':>8} {'peak MB':>8}")
     for name, wall, counts in results:
         rows = f"{counts[0]:,}" if counts else "-"
         lost = f"{args.records - counts[1]:,}" if counts else "-"
-        print(f"{name:32} {wall:8.2f} {wall / floor_s:8.2f} {rows:>12} {lost:>8}")
+        peak = peaks.get(name)
+        shown = f"{peak:.0f}" if peak is not None else "-"
+        print(f"{name:32} {wall:8.2f} {wall / floor_s:8.2f} {rows:>12} {lost:>8} {shown:>8}")
     print()
     print(f"target-duckdb 0.8.0 / eltmake-target-duckdb: {results[2][1] / ours_s:.2f}x")
     print(f"eltmake-target-duckdb / floor: {ours_s / floor_s:.2f}x")

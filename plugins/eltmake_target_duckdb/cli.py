@@ -40,7 +40,7 @@ def _about() -> dict[str, object]:
         "name": PROG,
         "version": __version__,
         "description": "eltmake's DuckDB loader: bulk, typed, upserting, crash-safe",
-        "capabilities": ["about", "activate-version", "hard-delete", "schema-flattening-none"],
+        "capabilities": ["about", "activate-version", "hard-delete"],
         "settings": sorted(KNOWN),
         "accepted_and_ignored": sorted(IGNORED),
     }
