@@ -156,6 +156,13 @@ class Scheduler:
             r.ctx.cancelled.set()
             self.procs.terminate(owner=r.ctx, grace=1.0)
 
+    def interrupt(self) -> None:
+        """Stop the build from another thread (watch mode's Ctrl-C): start nothing more, stop
+        what runs; :meth:`run` then returns ``interrupted``. Safe to call again until it returns,
+        to catch a step that was being started at the first call."""
+        self.status = "interrupted"
+        self.cancel_all()
+
     def cancel_all(self) -> None:
         with self._lock:
             runs = list(self._running.values())
@@ -181,7 +188,9 @@ class Scheduler:
                 reason = self._decide(name)
                 if reason is not None:
                     heapq.heappush(runq, (self.index[name], name, reason))
-            if not self.opts.keep_going and self.status == "failed":
+            if self.status == "interrupted" or (
+                not self.opts.keep_going and self.status == "failed"
+            ):
                 stopped = True
             while runq and not stopped and len(self._running) < max(1, self.opts.jobs):
                 _, name, reason = heapq.heappop(runq)
