@@ -364,6 +364,18 @@ def test_empty_stream_still_gets_its_typed_table(tmp_path: Path):
     assert types(tmp_path, "raw.orders")["created_at"] == "TIMESTAMP WITH TIME ZONE"
 
 
+def test_a_stream_without_properties_waits_for_its_first_one(tmp_path: Path):
+    bare = {"type": "object", "properties": {}}
+    messages = [schema("bare", bare), schema("later", bare), record("later", {"k": 1})]
+    ok(run_target(tmp_path, [*messages, state({"s": 1})]))
+    assert query(tmp_path, "SELECT k FROM raw.later") == [("1",)]  # undeclared: JSON
+    assert query(tmp_path, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'bare'") == [
+        (0,)
+    ]
+    done = run_target(tmp_path, [schema("bare", bare), record("bare", {})])
+    assert done.returncode == 2 and b"records without any property" in done.stderr
+
+
 def test_interleaved_streams(tmp_path: Path):
     """Several streams in one run, records shuffled together, each table exact."""
     rng = random.Random(7)

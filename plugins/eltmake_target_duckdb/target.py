@@ -103,7 +103,7 @@ class Target:
                 if activate:
                     self.warehouse.activate(*activate)
             for stream in touched:
-                stream.needs_ddl = False
+                stream.needs_ddl = not stream.columns  # no table yet: try again next flush
                 self.rows_loaded += stream.pending
                 stream.end_batch()
         self.pending = 0

@@ -77,6 +77,13 @@ class Warehouse:
     def ensure_table(self, stream: Stream) -> None:
         """Create the stream's table, add missing columns and widen types, never narrowing."""
         table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        if not stream.columns:  # DuckDB has no zero-column tables: wait for a first property
+            if stream.pending:
+                raise InputError(
+                    f"stream '{stream.name}': records without any property cannot be stored"
+                    " (the SCHEMA declares none and the records carry none)"
+                )
+            return
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(stream.schema_name)}")
             existing = {
