@@ -51,30 +51,27 @@ class Graph:
         return self.succs[n]
 
     def ancestors(self, n: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(self.preds[n])
-        while todo:
-            p = todo.pop()
-            if p not in seen:
-                seen.add(p)
-                todo.extend(self.preds[p])
-        return seen
+        return _reach(self.preds, n)
 
     def descendants(self, n: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(self.succs[n])
-        while todo:
-            p = todo.pop()
-            if p not in seen:
-                seen.add(p)
-                todo.extend(self.succs[p])
-        return seen
+        return _reach(self.succs, n)
 
     @property
     def nx(self) -> nx.DiGraph:
         if self._nx is None:
             self._nx = _to_nx(self.project)
         return self._nx
+
+
+def _reach(adjacency: dict[str, list[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(adjacency[start])
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(adjacency[n])
+    return seen
 
 
 def _to_nx(project: Project) -> nx.DiGraph:

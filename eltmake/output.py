@@ -42,6 +42,18 @@ def summary(status: str, outcomes: dict[str, Any], elapsed: float) -> str:
     return f"{verdict}: {', '.join(parts) or 'nothing to do'} in {elapsed:.2f}s"
 
 
+LABELS = {"would_run": "would run", "upstream_failed": "upstream failed"}
+
+
+def _describe(o: Outcome) -> tuple[str, str, str]:
+    """(label, "  1.20s  1,000 records" for a built step, the reason for the others)."""
+    label = LABELS.get(o.status, o.status)
+    if o.status == "built":
+        st = _fmt_stats(o.stats)
+        return label, f"  {o.duration_s:.2f}s" + (f"  {st}" if st else ""), ""
+    return label, "", o.reason
+
+
 def _fmt_stats(stats: dict[str, Any]) -> str:
     bits = []
     for k, v in stats.items():
@@ -87,22 +99,18 @@ class PlainReporter(Reporter):
     def step_finished(self, name: str, o: Outcome) -> None:
         if o.status == "skipped" and not (self.verbose or self.dry_run):
             return
-        extra = ""
-        if o.status == "built":
-            st = _fmt_stats(o.stats)
-            extra = f"  {o.duration_s:.2f}s" + (f"  {st}" if st else "")
-        elif o.reason:
-            extra = f"  ({o.reason})"
-        label = {"would_run": "would run", "upstream_failed": "upstream failed"}.get(
-            o.status, o.status
-        )
-        self._w(f"{label:<8} {name}{extra}")
+        label, timing, reason = _describe(o)
+        self._w(f"{label:<8} {name}{timing}" + (f"  ({reason})" if reason else ""))
         if o.error:
             self._w(f"  {o.error}")
-        if o.status == "failed":
-            tail = o.tail or self.logs.get(name, [])[-LOG_TAIL:]
-            for line in tail[-LOG_TAIL:]:
-                self._w(f"  {name} | {line}")
+        for line in self.tail(name, o):
+            self._w(f"  {name} | {line}")
+
+    def tail(self, name: str, o: Outcome) -> list[str]:
+        """The last lines of a failed step's output: the plugin's own pick, or what it logged."""
+        if o.status != "failed":
+            return []
+        return (o.tail or self.logs.get(name, []))[-LOG_TAIL:]
 
     def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
         self._w(summary(status, outcomes, time.time() - self.t0))
@@ -159,6 +167,11 @@ class RichReporter(PlainReporter):
         if name in self.running:
             self.running[name] = (self.running[name][0], text)
 
+    def step_log(self, name: str, line: str) -> None:
+        super().step_log(name, line)
+        if name in self.running and line.strip():  # the last line is the step's live status
+            self.running[name] = (self.running[name][0], line.strip()[:100])
+
     def step_finished(self, name: str, o: Outcome) -> None:
         self.running.pop(name, None)
         if o.status == "skipped" and not (self.verbose or self.dry_run):
@@ -171,29 +184,18 @@ class RichReporter(PlainReporter):
             "cancelled": "yellow",
             "would_run": "cyan",
         }.get(o.status, "")
-        label = {"would_run": "would run", "upstream_failed": "upstream failed"}.get(
-            o.status, o.status
-        )
         from rich.markup import escape
 
-        extra = ""
-        if o.status == "built":
-            st = _fmt_stats(o.stats)
-            extra = f"  {o.duration_s:.2f}s" + (f"  {st}" if st else "")
-        elif o.reason:
-            extra = f"  [dim]({escape(o.reason)})[/]"
+        label, timing, reason = _describe(o)
+        extra = timing + (f"  [dim]({escape(reason)})[/]" if reason else "")
         with self._lock:
             self.console.print(
                 f"[{style}]{label:<8}[/] [bold]{escape(name)}[/]{extra}", highlight=False
             )
             if o.error:
                 self.console.print(f"  [red]{escape(o.error)}[/]", highlight=False)
-            if o.status == "failed":
-                tail = o.tail or self.logs.get(name, [])[-LOG_TAIL:]
-                for line in tail[-LOG_TAIL:]:
-                    self.console.print(
-                        f"  [dim]{escape(name)} |[/] {escape(line)}", highlight=False
-                    )
+            for line in self.tail(name, o):
+                self.console.print(f"  [dim]{escape(name)} |[/] {escape(line)}", highlight=False)
 
     def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
         if self.live is not None:
