@@ -224,6 +224,20 @@ def test_upsert_keeps_the_last_occurrence(tmp_path: Path):
     ]
 
 
+def test_last_occurrence_wins_in_a_large_parallel_batch(tmp_path: Path):
+    """DuckDB reads a big batch on several threads; file order must still decide the winner."""
+    props = {"type": "object", "properties": {"id": {"type": "integer"}, "v": {"type": "integer"}}}
+    count, keys = 120_000, 997
+    lines = [json.dumps(schema("big", props, ["id"])).encode()]
+    lines += [
+        b'{"type":"RECORD","stream":"big","record":{"id":%d,"v":%d}}' % (i * 7919 % keys, i)
+        for i in range(count)
+    ]
+    ok(run_target(tmp_path, b"\n".join(lines) + b"\n", settings={"threads": 4}))
+    last = {i * 7919 % keys: i for i in range(count)}
+    assert dict(query(tmp_path, "SELECT id, v FROM raw.big")) == last
+
+
 def test_composite_keys_and_appends(tmp_path: Path):
     """Two-column keys upsert on both columns; a stream without keys appends every record."""
     props = {
