@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from eltmake.project import parse_freshness
 
@@ -40,7 +39,8 @@ _GLOB_CHARS = set("*?[")
 def digest(data: Any) -> str:
     """A short stable digest of JSON-able data (keys sorted) or bytes."""
     if not isinstance(data, bytes):
-        data = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
+        # json, not orjson: importing orjson costs more start-up than it saves on small dicts.
+        data = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
