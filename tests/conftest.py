@@ -49,10 +49,10 @@ class Project:
             )
         return proc
 
-    def events(self, *args: str, check: bool | int = True) -> list[dict]:
+    def events(self, *args: str, check: bool | int = True, env: dict | None = None) -> list[dict]:
         import json
 
-        proc = self.run(*args, "--json", check=check)
+        proc = self.run(*args, "--json", check=check, env=env)
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
     def statuses(self, *args: str, check: bool | int = True) -> dict[str, str]:
@@ -66,3 +66,16 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tools_dir() -> str:
+    """One folder of installed tools (taps, targets, dbt) for the whole test session, kept between
+    sessions: real tools from PyPI are installed once, not per test."""
+    import tempfile
+
+    path = os.environ.get("ELTMAKE_TEST_TOOLS_DIR") or str(
+        Path(tempfile.gettempdir()) / f"eltmake-test-tools-{os.getuid()}"
+    )
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
