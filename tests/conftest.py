@@ -55,12 +55,11 @@ class Project:
         proc = self.run(*args, "--json", check=check, env=env)
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
-    def statuses(self, *args: str, check: bool | int = True) -> dict[str, str]:
-        return {
-            e["target"]: e["status"]
-            for e in self.events("build", *args, check=check)
-            if e["event"] == "step"
-        }
+    def statuses(
+        self, *args: str, check: bool | int = True, env: dict | None = None
+    ) -> dict[str, str]:
+        events = self.events("build", *args, check=check, env=env)
+        return {e["target"]: e["status"] for e in events if e["event"] == "step"}
 
 
 @pytest.fixture
