@@ -1,0 +1,399 @@
+"""What the dbt project holds, from dbt's own manifest, cached by the content of its files.
+
+dbt takes 1.5-3 s to start, so it must not run on a no-op build. The rule:
+
+1. Walk the dbt project (``target/``, ``logs/`` and hidden folders left out) and stat every file;
+   a file whose stat matches the cache keeps its recorded content digest, others are read again.
+2. The digest of all (path, content digest) pairs, with what else changes the manifest (the
+   profile, ``vars``, ``target``, the dbt version), is the *project digest*.
+3. When the project digest equals the cached one, the cached summary is the answer. Otherwise run
+   ``dbt parse``, read ``target/manifest.json`` and keep a compact summary of it (nodes, their
+   files, parents, macros and relations; macros; sources) in ``.eltmake/dbt/NAME/info.json``.
+
+Saving a file with identical content costs one read of that file, never a parse. A parse that
+fails is cached too (by its digest), so a broken model does not re-run dbt on every command; the
+dbt step then re-runs and fails with dbt's own message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from eltmake_dbt import config as _config
+
+if TYPE_CHECKING:
+    from eltmake.project import Project
+    from eltmake_dbt.config import Transformer
+
+INFO_VERSION = 2
+SKIP_DIRS = {"target", "logs", "__pycache__", "node_modules", "venv", ".venv"}
+SKIP_FILES = {".DS_Store", ".user.yml", "package-lock.yml.tmp"}
+RACY_S = 2.0
+TAIL = 25
+# Node types whose file and parents matter for what a selection runs.
+RUNNABLE = {"model", "seed", "snapshot", "test", "unit_test"}
+BUILDS_RELATION = {"model", "seed", "snapshot"}
+
+
+class ParseFailed(Exception):
+    """``dbt parse`` failed: the message is dbt's, for the step to show."""
+
+    def __init__(self, message: str, tail: list[str]):
+        super().__init__(message)
+        self.tail = tail
+
+
+@dataclass
+class Info:
+    """The compact manifest summary, as cached in ``info.json``.
+
+    ``nodes``: unique_id → {t: resource type, name, fqn, path, patch, parents, macros, tags,
+    package, materialized, schema, alias, test_type}. ``macros``: unique_id → {path, package,
+    macros}. ``sources``: unique_id → {source, name, schema, identifier, path}.
+    """
+
+    digest: str
+    files: dict[str, list]  # rel → [size, mtime_ns, ino, content digest]
+    project_name: str = ""
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    macros: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    tail: list[str] = field(default_factory=list)
+    selections: dict[str, list[str]] = field(default_factory=dict)
+    children: dict[str, list[str]] | None = None
+
+    def to_json(self) -> bytes:
+        data = {k: v for k, v in self.__dict__.items() if k != "children"}
+        data["version"] = INFO_VERSION
+        return orjson.dumps(data)
+
+    def child_map(self) -> dict[str, list[str]]:
+        """unique_id → the nodes that depend on it (built once per process)."""
+        if self.children is None:
+            kids: dict[str, list[str]] = {}
+            for uid, node in self.nodes.items():
+                for p in node.get("parents", []):
+                    kids.setdefault(p, []).append(uid)
+            self.children = kids
+        return self.children
+
+
+# --- the walk ---------------------------------------------------------------------------------
+
+
+def walk(project_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every file of the dbt project that can change what dbt does, with its stat."""
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(project_dir / rel_dir if rel_dir else project_dir))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") and e.name != ".sqlfluff" or e.name in SKIP_FILES:
+                continue
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if e.is_dir(follow_symlinks=True):
+                if not (rel_dir == "" and e.name in SKIP_DIRS) and e.name != "__pycache__":
+                    stack.append(rel)
+            elif e.is_file(follow_symlinks=True):
+                yield rel, e.stat()
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(project_dir: Path, old: dict[str, list]) -> dict[str, list]:
+    """{rel: [size, mtime_ns, ino, digest]}; unchanged stats reuse the recorded digest."""
+    now = time.time()
+    out: dict[str, list] = {}
+    for rel, st in walk(project_dir):
+        sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+        prev = old.get(rel)
+        if prev is not None and prev[:3] == sig and prev[3]:
+            out[rel] = prev
+            continue
+        try:
+            d = _hash_file(project_dir / rel)
+        except OSError:
+            continue
+        # A file written this very moment may change again within the same mtime tick: keep
+        # no stat for it, so that the next walk reads it again ("racy git").
+        racy = now - st.st_mtime_ns / 1e9 < RACY_S
+        out[rel] = [-1, -1, -1, d] if racy else [*sig, d]
+    return out
+
+
+def project_digest(project: Project, tf: Transformer, files: dict[str, list]) -> str:
+    """The digest of everything that can change the manifest."""
+    from eltmake import toolenv
+
+    context = {
+        "files": sorted((rel, v[3]) for rel, v in files.items()),
+        "profile": _config.profile_text(project, tf) if tf.profiles_dir is None else None,
+        "target": tf.target,
+        "vars": tf.vars,
+        "env": tf.env,
+        "tool": toolenv.tool_identity(project, tf.spec()),
+        "v": INFO_VERSION,
+    }
+    return hashlib.blake2b(
+        orjson.dumps(context, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+_memo: dict[tuple[str, str, str], Info] = {}
+_memo_lock = threading.Lock()
+
+
+def _info_file(project: Project, tf: Transformer) -> Path:
+    return tf.state_dir(project) / "info.json"
+
+
+def read_cached(project: Project, tf: Transformer) -> Info | None:
+    try:
+        data = orjson.loads(_info_file(project, tf).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if data.pop("version", None) != INFO_VERSION:
+        return None
+    try:
+        return Info(**data)
+    except TypeError:
+        return None
+
+
+def save(project: Project, tf: Transformer, info: Info) -> None:
+    file = _info_file(project, tf)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(info.to_json())
+        os.replace(tmp, file)
+    except OSError:
+        pass  # a read-only project still builds; it only parses again next time
+
+
+@contextmanager
+def project_lock(project: Project, tf: Transformer) -> Iterator[None]:
+    """One dbt process per dbt project at a time: they share ``target/`` and, usually, a
+    single-writer DuckDB file. Held for parses and runs alike."""
+    folder = project.state_dir / "dbt"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.blake2b(str(tf.project_dir).encode(), digest_size=8).hexdigest()
+    with open(folder / f"project-{tag}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def load(
+    project: Project,
+    tf: Transformer,
+    *,
+    parse: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> Info | None:
+    """The manifest summary for the dbt project as its files are now.
+
+    Cheap when nothing changed (a walk and a small JSON read, memoised per process). Otherwise
+    parses with dbt (installing it first if needed) unless ``parse`` is False, in which case it
+    returns None. A failed parse returns an Info whose ``error`` is set.
+    """
+    key = (str(project.root), tf.name, project.env_name or "")
+    with _memo_lock:
+        memo = _memo.get(key)
+    old = memo or read_cached(project, tf)
+    files = file_digests(tf.project_dir, old.files if old else {})
+    digest = project_digest(project, tf, files)
+    if old is not None and old.digest == digest:
+        if old.files != files:
+            old.files = files
+            save(project, tf, old)
+        with _memo_lock:
+            _memo[key] = old
+        return old
+    if not parse:
+        return None
+    with project_lock(project, tf):
+        info = _parse(project, tf, files, digest, echo or _stderr)
+    save(project, tf, info)
+    with _memo_lock:
+        _memo[key] = info
+    return info
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def executable(project: Project, tf: Transformer, echo: Callable[[str], None]) -> str:
+    """dbt's path, installing its environment first when it is missing."""
+    from eltmake import toolenv
+
+    spec = tf.spec()
+    if spec.pip_url and not toolenv.is_installed(project, spec):
+        toolenv.ensure_installed(project, [spec], echo=echo)
+    return toolenv.executable_path(project, spec)
+
+
+def base_args(tf: Transformer) -> list[str]:
+    """Arguments every dbt command gets: ``--target`` and the transformer's ``--vars``."""
+    args = []
+    if tf.target:
+        args += ["--target", tf.target]
+    if tf.vars:
+        args += ["--vars", orjson.dumps(tf.vars).decode()]
+    return args
+
+
+def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: str, echo) -> Info:
+    exe = executable(project, tf, echo)
+    env = _config.dbt_env(project, tf, dict(project.environ))
+    if (
+        any(name in files for name in ("packages.yml", "dependencies.yml"))
+        and not (tf.project_dir / "dbt_packages").is_dir()
+    ):
+        _run_dbt([exe, "deps"], tf, env)
+    proc = _run_dbt([exe, "parse", *base_args(tf)], tf, env)
+    if proc.returncode != 0:
+        message, tail = error_summary(proc.stdout.splitlines())
+        return Info(digest=digest, files=files, error=message, tail=tail)
+    try:
+        manifest = orjson.loads((tf.project_dir / "target" / "manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        return Info(digest=digest, files=files, error=f"cannot read dbt's manifest.json: {e}")
+    return summarize(manifest, digest, files)
+
+
+def _run_dbt(argv: list[str], tf: Transformer, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        argv,
+        cwd=tf.project_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+
+
+def clean_line(line: str) -> str:
+    """A dbt log line without colour codes and its ``HH:MM:SS`` prefix."""
+    line = line.replace("\x1b[0m", "").rstrip()
+    if len(line) > 10 and line[2] == ":" and line[5] == ":" and line[8:10] == "  ":
+        line = line[10:]
+    return line
+
+
+def error_summary(lines: list[str]) -> tuple[str, list[str]]:
+    """dbt's error in one line (the first line naming an error) and the lines around it."""
+    lines = [clean_line(x) for x in lines]
+    lines = [x for x in lines if x.strip()]
+    markers = ("Error", "error", "Encountered an error", "FAIL ", "Failure in")
+    first = next((i for i, x in enumerate(lines) if any(m in x for m in markers)), None)
+    if first is None:
+        return (lines[-1].strip() if lines else "(no output)"), lines[-TAIL:]
+    start = first
+    # "Encountered an error:" is followed by the error's kind; use the most specific line.
+    headline = lines[first].strip()
+    if headline.rstrip(":") in (
+        "Encountered an error",
+        "Completed with 1 error",
+    ) or headline.endswith(":"):
+        for x in lines[first + 1 : first + 4]:
+            if x.strip():
+                headline = x.strip()
+                break
+    return headline, lines[start : start + TAIL]
+
+
+def _strip_pkg(path: str | None) -> str | None:
+    """``shop://models/x.yml`` → ``models/x.yml``."""
+    if not path:
+        return None
+    return path.split("://", 1)[1] if "://" in path else path
+
+
+def summarize(manifest: dict[str, Any], digest: str, files: dict[str, list]) -> Info:
+    """Keep what eltmake needs from manifest.json (it is large; the summary is read every build)."""
+    root = manifest.get("metadata", {}).get("project_name", "")
+    nodes: dict[str, dict[str, Any]] = {}
+    for uid, n in {**manifest.get("nodes", {}), **manifest.get("unit_tests", {})}.items():
+        cfg = n.get("config") or {}
+        nodes[uid] = {
+            "t": n.get("resource_type"),
+            "name": n.get("name"),
+            "fqn": n.get("fqn", []),
+            "path": n.get("original_file_path"),
+            "patch": _strip_pkg(n.get("patch_path")),
+            "parents": list((n.get("depends_on") or {}).get("nodes", [])),
+            "macros": list((n.get("depends_on") or {}).get("macros", [])),
+            "tags": list(n.get("tags") or []),
+            "package": n.get("package_name"),
+            "materialized": cfg.get("materialized"),
+            "enabled": cfg.get("enabled", True),
+            "schema": n.get("schema"),
+            "alias": n.get("alias") or n.get("name"),
+            "test_type": "generic" if n.get("test_metadata") else "singular",
+            "attached": n.get("attached_node"),
+            "version": n.get("version"),
+        }
+    macros = {
+        uid: {
+            "path": m.get("original_file_path"),
+            "package": m.get("package_name"),
+            "macros": list((m.get("depends_on") or {}).get("macros", [])),
+        }
+        for uid, m in manifest.get("macros", {}).items()
+        # Only the project's own macros are files of ours; an adapter's and dbt's own macros
+        # change with the tool's version (in the key), installed packages with packages.yml.
+        if m.get("package_name") == root
+    }
+    sources = {
+        uid: {
+            "source": s.get("source_name"),
+            "name": s.get("name"),
+            "schema": s.get("schema"),
+            "identifier": s.get("identifier") or s.get("name"),
+            "path": s.get("original_file_path"),
+            "fqn": s.get("fqn", []),
+            "package": s.get("package_name"),
+            "tags": list(s.get("tags") or []),
+        }
+        for uid, s in manifest.get("sources", {}).items()
+    }
+    return Info(
+        digest=digest,
+        files=files,
+        project_name=root,
+        nodes=nodes,
+        macros=macros,
+        sources=sources,
+    )

@@ -1,0 +1,398 @@
+"""The dbt step: its selection, the files in its key, running dbt and the output fingerprint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from eltmake.errors import StepError
+from eltmake.step import Step, StepResult
+from eltmake_dbt import config as _config
+from eltmake_dbt import manifest as _manifest
+from eltmake_dbt import select as _select
+
+if TYPE_CHECKING:
+    from eltmake.project import Project, Target
+    from eltmake.step import StepContext
+    from eltmake_dbt.config import Transformer
+    from eltmake_dbt.manifest import Info
+
+KIND = _config.KIND
+# Files of a dbt project that shape every node: always in a dbt step's key when present.
+PROJECT_FILES = (
+    "dbt_project.yml",
+    "packages.yml",
+    "package-lock.yml",
+    "dependencies.yml",
+    "selectors.yml",
+)
+LOCK_RETRY_S = 30.0
+
+
+def make_step(project: Project, target: Target) -> Step:
+    cfg = target.config
+    return Step(
+        name=target.name,
+        kind=KIND,
+        target=target,
+        inputs=target.inputs,
+        outputs=target.outputs,
+        freshness=target.freshness,
+        data={
+            "transformer": cfg["transform"],
+            "command": cfg.get("command", "build"),
+            "select": _config.as_list(cfg.get("select")),
+            "exclude": _config.as_list(cfg.get("exclude")),
+        },
+    )
+
+
+def step_transformer(project: Project, step: Step) -> Transformer:
+    tf = step.data.get("tf")
+    if tf is None:
+        tf = step.data["tf"] = _config.transformer(project, step.data["transformer"])
+    return tf
+
+
+def selection(project: Project, tf: Transformer, info: Info, data: dict[str, Any]) -> list[str]:
+    """The unique ids the step's dbt command runs: resolved here, else asked of ``dbt ls`` once
+    per project digest (cached in the summary)."""
+    command, select, exclude = data["command"], data["select"], data["exclude"]
+    found = _select.resolve(info, tf.project_dir, select, exclude, command)
+    if found is not None:
+        return found
+    key = json.dumps([command, select, exclude])
+    if key in info.selections:
+        return info.selections[key]
+    found = _dbt_ls(project, tf, select, exclude, command)
+    info.selections[key] = found
+    _manifest.save(project, tf, info)
+    return found
+
+
+def _dbt_ls(
+    project: Project, tf: Transformer, select: list[str], exclude: list[str], command: str
+) -> list[str]:
+    exe = _manifest.executable(project, tf, _manifest._stderr)
+    argv = [exe, "--quiet", "ls", *_manifest.base_args(tf), "--output", "json"]
+    argv += ["--output-keys", "unique_id"]
+    if select:
+        argv += ["--select", *select]
+    if exclude:
+        argv += ["--exclude", *exclude]
+    env = _config.dbt_env(project, tf, dict(project.environ))
+    with _manifest.project_lock(project, tf):
+        proc = subprocess.run(
+            argv, cwd=tf.project_dir, env=env, capture_output=True, text=True, errors="replace"
+        )
+    if proc.returncode != 0:
+        return []  # the step runs (its key holds every file) and shows dbt's error then
+    types = _select.COMMAND_TYPES[command]
+    out = []
+    for line in proc.stdout.splitlines():
+        try:
+            uid = json.loads(line)["unique_id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if uid.split(".", 1)[0] in types:
+            out.append(uid)
+    return sorted(out)
+
+
+def files_of(info: Info, uids: list[str]) -> set[str]:
+    """The dbt project's files (relative to it) that what ``uids`` run depends on.
+
+    Each node's own file and its YAML patch; the project macros it calls, transitively; the files
+    of the ephemeral models it inlines; and the project-wide files (dbt_project.yml ...). An
+    upstream model that is materialized is not here: its *data* reaches this step through the
+    upstream target's fingerprint.
+    """
+    out = {f for f in PROJECT_FILES if f in info.files}
+    macros: list[str] = implicit_macros(info)
+    todo = list(uids)
+    seen: set[str] = set()
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        node = info.nodes.get(uid)
+        if node is None:
+            src = info.sources.get(uid)
+            if src and src.get("path"):
+                out.add(src["path"])
+            continue
+        for f in (node.get("path"), node.get("patch")):
+            if f:
+                out.add(f)
+        macros.extend(node.get("macros", []))
+        for p in node.get("parents", []):
+            parent = info.nodes.get(p)
+            if parent is not None and parent.get("materialized") == "ephemeral":
+                todo.append(p)
+            elif p in info.sources:  # a source's freshness/quoting config lives in its YAML
+                todo.append(p)
+    done: set[str] = set()
+    while macros:
+        m = macros.pop()
+        if m in done:
+            continue
+        done.add(m)
+        macro = info.macros.get(m)
+        if macro is None:
+            continue
+        if macro.get("path"):
+            out.add(macro["path"])
+        macros.extend(macro.get("macros", []))
+    return {f for f in out if f in info.files}
+
+
+def implicit_macros(info: Info) -> list[str]:
+    """Project macros dbt calls by itself, for every node: overrides such as
+    ``generate_schema_name`` or a materialization (no node lists them in ``depends_on``), and
+    those of ``on-run-start``/``on-run-end`` hooks. Taken as: the project's macros that no node or
+    macro refers to, plus the hooks' macros."""
+    used = {m for n in info.nodes.values() for m in n.get("macros", [])}
+    used |= {m for mac in info.macros.values() for m in mac.get("macros", [])}
+    out = [m for m in info.macros if m not in used]
+    for n in info.nodes.values():
+        if n.get("t") == "operation":
+            out.extend(n.get("macros", []))
+    return out
+
+
+def step_info(project: Project, step: Step) -> tuple[Transformer, Info]:
+    tf = step_transformer(project, step)
+    info = _manifest.load(project, tf)
+    assert info is not None
+    return tf, info
+
+
+def step_uids(project: Project, step: Step) -> tuple[Transformer, Info, list[str] | None]:
+    """The step's transformer, manifest summary and selected nodes (None: dbt could not parse)."""
+    tf, info = step_info(project, step)
+    if info.error:
+        return tf, info, None
+    if step.data.get("uids_of") != info.digest:
+        step.data["uids"] = selection(project, tf, info, step.data)
+        step.data["uids_of"] = info.digest
+    return tf, info, step.data["uids"]
+
+
+def inputs(project: Project, step: Step) -> list[str]:
+    """The files in the step's key, relative to the eltmake project root."""
+    tf, info, uids = step_uids(project, step)
+    # Unknown selection (dbt could not parse): every file, so that the fix re-runs the step.
+    rels = set(info.files) if uids is None else files_of(info, uids)
+    out = [tf.rel(project, r) for r in sorted(rels)]
+    if tf.profiles_dir is not None:
+        out.append(os.path.relpath(tf.profiles_dir / "profiles.yml", project.root))
+    return out
+
+
+def definition(project: Project, step: Step) -> dict[str, Any]:
+    """Facts outside the target table that change what dbt does."""
+    from eltmake import toolenv
+
+    tf, info, uids = step_uids(project, step)
+    profile: dict[str, Any]
+    if tf.profiles_dir is None:
+        profile = {"duckdb": tf.duckdb_path, "threads": tf.threads}
+    else:
+        profile = {"profiles_dir": os.path.relpath(tf.profiles_dir, project.root)}
+    return {
+        "dbt_tool": toolenv.tool_identity(project, tf.spec()),
+        "dbt_profile": profile,
+        "dbt_transformer": {
+            "project_dir": os.path.relpath(tf.project_dir, project.root),
+            "target": tf.target,
+            "vars": tf.vars,
+            "env": tf.env,
+        },
+        # Where each selected node lands and how, as dbt resolved it: catches what no file
+        # list can, such as a changed generate_schema_name or a config set in a parent folder.
+        "dbt_nodes": {
+            uid: [n.get("schema"), n.get("alias"), n.get("materialized"), n.get("enabled")]
+            for uid in uids or []
+            for n in (info.nodes[uid],)
+        },
+    }
+
+
+def check_outputs(project: Project, step: Step) -> str | None:
+    """A deleted warehouse file means the models are gone: re-run (a stat, nothing more)."""
+    tf = step_transformer(project, step)
+    db = _config.database_file(project, tf)
+    if db is not None and not db.exists():
+        return f"DuckDB file {os.path.relpath(db, project.root)} is missing"
+    return None
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def argv_for(exe: str, tf: Transformer, cfg: dict[str, Any], full_refresh: bool) -> list[str]:
+    command = cfg.get("command", "build")
+    argv = [exe, command]
+    if tf.target:
+        argv += ["--target", tf.target]
+    variables = {**tf.vars, **(cfg.get("vars") or {})}
+    if variables:
+        argv += ["--vars", orjson.dumps(variables).decode()]
+    select = _config.as_list(cfg.get("select"))
+    exclude = _config.as_list(cfg.get("exclude"))
+    if select:
+        argv += ["--select", *select]
+    if exclude:
+        argv += ["--exclude", *exclude]
+    if (full_refresh or cfg.get("full_refresh")) and command in ("build", "run", "seed"):
+        argv.append("--full-refresh")
+    return argv
+
+
+def run_step(ctx: StepContext) -> StepResult:
+    from eltmake import toolenv
+
+    project, step = ctx.project, ctx.step
+    tf, info = step_info(project, step)
+    exe = toolenv.executable_path(project, tf.spec())
+    argv = argv_for(exe, tf, step.target.config, ctx.full_refresh)
+    env = _config.dbt_env(project, tf, ctx.env)
+    lines: list[str] = []
+    with _manifest.project_lock(project, tf):
+        ctx.progress("dbt " + step.data["command"])
+        proc = ctx.popen(
+            argv,
+            cwd=str(tf.project_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for raw in proc.stdout:
+            line = _manifest.clean_line(raw.decode(errors="replace"))
+            lines.append(line)
+            ctx.log(line)
+            if " START " in line or line.lstrip()[:1].isdigit() and " of " in line:
+                ctx.progress(line.strip()[:80])
+        rc = proc.wait()
+        if rc != 0:
+            if ctx.cancelled.is_set():
+                raise StepError(f"{step.name}: cancelled")
+            headline, tail = _manifest.error_summary(lines)
+            why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            raise StepError(
+                f"{step.name}: dbt {step.data['command']} failed ({why}): {headline}", tail
+            )
+        stats = run_stats(tf)
+        if info.error:  # the key was built from every file; the run worked, so parse again
+            info = _manifest.load(project, tf) or info
+        uids = step_uids(project, step)[2] or []
+        fingerprint = output_fingerprint(project, tf, info, uids, ctx)
+    return StepResult(fingerprint=fingerprint, stats=stats, message=_summary(stats))
+
+
+def run_stats(tf: Transformer) -> dict[str, Any]:
+    """Counts by status from dbt's run_results.json: ``{"success": 5, "pass": 12}``."""
+    try:
+        results = orjson.loads((tf.project_dir / "target" / "run_results.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    counts: dict[str, int] = {}
+    for r in results.get("results", []):
+        status = str(r.get("status"))
+        counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _summary(stats: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in stats.items())
+
+
+def relations(info: Info, uids: list[str]) -> list[tuple[str, str]]:
+    """(schema, name) of the tables and views that ``uids`` build."""
+    out = []
+    for uid in uids:
+        node = info.nodes.get(uid) or {}
+        if node.get("t") in _manifest.BUILDS_RELATION and node.get("materialized") != "ephemeral":
+            out.append((node["schema"], node["alias"]))
+    return sorted(set(out))
+
+
+def output_fingerprint(
+    project: Project, tf: Transformer, info: Info, uids: list[str], ctx: StepContext
+) -> str | None:
+    """An order-independent checksum of every relation the step built, or None (use the key).
+
+    For a DuckDB warehouse eltmake knows (the generated profile): open it read-only after dbt has
+    exited and, per relation, take its columns with their types, its row count and the sum of its
+    row hashes. A model rebuilt with the same rows gives the same fingerprint, so the steps below
+    it are skipped (early cutoff). Other adapters: None, and the core uses the step's key.
+    """
+    db = _config.database_file(project, tf)
+    rels = relations(info, uids)
+    if db is None or not rels:
+        return None
+    try:
+        sums = table_checksums(db, rels)
+    except Exception as e:  # a fingerprint is an optimisation: never fail a good run over it
+        ctx.log(f"(no table checksums, downstream steps re-run: {type(e).__name__}: {e})")
+        return None
+    return _digest(sums)
+
+
+def _digest(data: Any) -> str:
+    import hashlib
+
+    raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def table_checksums(db: Path, rels: list[tuple[str, str]]) -> dict[str, Any]:
+    """``{schema.name: [columns, count, sum of row hashes]}``, read-only; the connection is
+    closed before returning (DuckDB allows one writing process: the next step may be one)."""
+    import duckdb
+
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            break
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # another process writes it right now (a load running in parallel)
+    try:
+        out: dict[str, Any] = {}
+        for schema, name in rels:
+            cols = con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, name],
+            ).fetchall()
+            if not cols:
+                out[f"{schema}.{name}"] = None
+                continue
+            q = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
+            count, total = con.execute(f"select count(*), sum(hash(t)) from {q} as t").fetchone()
+            out[f"{schema}.{name}"] = [[list(c) for c in cols], count, str(total)]
+        return out
+    finally:
+        con.close()
+
+
+def invoke(project: Project, name: str, args: list[str]) -> int | None:
+    """``eltmake invoke NAME -- ARGS``: dbt in its environment, in the dbt project, with the
+    profile eltmake uses (e.g. ``eltmake invoke dbt -- show --select fct_orders``)."""
+    if name not in (project.tables.get(_config.TABLE) or {}):
+        return None
+    tf = _config.transformer(project, name)
+    exe = _manifest.executable(project, tf, _manifest._stderr)
+    env = _config.dbt_env(project, tf, dict(project.environ))
+    return subprocess.call([exe, *args], cwd=tf.project_dir, env=env)
