@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eltmake.errors import ConfigError, StepError
-from eltmake_singer.config import Redactor, ToolConfig, digest
+from eltmake_singer.config import DEFAULT_SELECT, Redactor, ToolConfig, digest
 
 if TYPE_CHECKING:
     from eltmake.project import Project
 
-DEFAULT_SELECT = ["*.*"]
 CLASSIC_CAPABILITIES = ["catalog", "discover", "state"]
 TAIL = 20
 

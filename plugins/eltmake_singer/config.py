@@ -73,6 +73,7 @@ SECRET_NAME = re.compile(
     r"(password|passwd|passphrase|token|secret|credential|apikey|(^|[_-])key$)", re.I
 )
 MASK = "****"
+DEFAULT_SELECT = ["*.*"]  # Meltano's default: every stream, every property
 DEFAULT_BUFFER_MB = 16
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 

@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from eltmake import toolenv
 from eltmake.errors import StepError
-from eltmake.state import LeaseHeld
 from eltmake.step import Step, StepResult
-from eltmake_singer import catalog, runner
-from eltmake_singer.bookmarks import merge_state, state_streams
 from eltmake_singer.config import (
     DEFAULT_BUFFER_MB,
     DEFAULT_MAX_LINE,
+    DEFAULT_SELECT,
     Redactor,
     ToolConfig,
     digest,
@@ -45,6 +43,7 @@ from eltmake_singer.config import (
 if TYPE_CHECKING:
     from eltmake.project import Project, Target
     from eltmake.step import StepContext
+    from eltmake_singer.runner import PipelineResult
 
 KIND = "singer"
 
@@ -91,13 +90,17 @@ def definition(project: Project, step: Step) -> dict[str, Any]:
     for t in [tap, *mappers, loader]:
         out[f"{t.name}.version"] = toolenv.tool_identity(project, t.spec())
         out[f"{t.name}.config"] = key_facts(project, t, resolve_config(project, t))
-    out[f"{tap.name}.select"] = effective_select(step.target, tap) or catalog.DEFAULT_SELECT
+    out[f"{tap.name}.select"] = effective_select(step.target, tap) or DEFAULT_SELECT
     if tap.capabilities is not None:
         out[f"{tap.name}.capabilities"] = sorted(tap.capabilities)
     return out
 
 
 def run_step(ctx: StepContext) -> StepResult:
+    # Imported here: a no-op build needs only make_step and definition, not the machinery.
+    from eltmake.state import LeaseHeld
+    from eltmake_singer import catalog
+
     project, target = ctx.project, ctx.step.target
     cfg = target.config
     tap, mappers, loader = tools_of(project, target)
@@ -206,8 +209,11 @@ def _run_with_state(
     timeout: float | None,
     redact: Redactor,
     stats: dict[str, Any],
-) -> runner.PipelineResult:
+) -> PipelineResult:
     """Pass the stored state to the tap, run the pipeline, save each state the target emits."""
+    from eltmake_singer import runner
+    from eltmake_singer.bookmarks import merge_state, state_streams
+
     cfg = ctx.step.target.config
     stored = ctx.state.get(state_id)
     if "state" not in caps:
