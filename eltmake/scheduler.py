@@ -49,6 +49,9 @@ class BuildOptions:
     full_refresh: bool = False
     debug: bool = False
     command: str = "build"
+    # Decide and start these before the other targets once they are ready (watch mode: the
+    # targets an edit touched), so they do not wait behind many up-to-date decisions.
+    first: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -94,7 +97,8 @@ class Scheduler:
         self.cache = cache
         self.state = state
         self.order = order
-        self.index = {n: i for i, n in enumerate(order)}
+        first = opts.first
+        self.index = {n: i - len(order) if n in first else i for i, n in enumerate(order)}
         selected = set(order)
         self.preds = {n: [p for p in graph.predecessors(n) if p in selected] for n in order}
         self.succs = {n: [s for s in graph.successors(n) if s in selected] for n in order}
@@ -188,9 +192,12 @@ class Scheduler:
                 reason = self._decide(name)
                 if reason is not None:
                     heapq.heappush(runq, (self.index[name], name, reason))
-            if self.status == "interrupted" or (
-                not self.opts.keep_going and self.status == "failed"
-            ):
+                    # Start it now if a worker is free: deciding a thousand up-to-date targets
+                    # must not delay the first one that is out of date.
+                    if not self._stopping() and len(self._running) < max(1, self.opts.jobs):
+                        _, name, reason = heapq.heappop(runq)
+                        self._submit(pool, name, reason)
+            if self._stopping():
                 stopped = True
             while runq and not stopped and len(self._running) < max(1, self.opts.jobs):
                 _, name, reason = heapq.heappop(runq)
@@ -203,6 +210,12 @@ class Scheduler:
                     self._finish(fut)
             elif not ready and runq and stopped:
                 return
+
+    def _stopping(self) -> bool:
+        """Start no more steps: interrupted, or a step failed and -k was not given."""
+        return self.status == "interrupted" or (
+            not self.opts.keep_going and self.status == "failed"
+        )
 
     def _decide(self, name: str) -> str | None:
         """Skip ``name`` now (and return None) or return the reason it must run."""
