@@ -526,6 +526,7 @@ class Watch:
         self.cycle: _Cycle | None = None
         self.cycles = 0
         self.pending: dict[str, int] = {}  # relevant changes not yet built: path -> change
+        self.pending_steps: set[str] = set()  # the steps that read them
         self.cache = None
         self.state = None
         self._out_lock = threading.Lock()
@@ -655,8 +656,9 @@ class Watch:
                     deadline = time.monotonic() + wait
 
     def _changed(self, relevant: dict[str, tuple[int, str, set[str]]]) -> None:
-        for rel, (change, _, _) in relevant.items():
+        for rel, (change, _, names) in relevant.items():
             self.pending[rel] = change
+            self.pending_steps |= names
         config = any(kind == "config" for _, kind, _ in relevant.values())
         if config:
             self.reload_needed = True
@@ -776,7 +778,9 @@ class Watch:
             self._reload()  # while broken, every edit tries again (and shows the error again)
         if self.broken or self.project is None or self.graph is None or self.opts is None:
             return  # what changed stays pending: the first build after the fix names it
+        first = self.map.affected(self.pending_steps) & set(self.order)
         self.pending.clear()
+        self.pending_steps.clear()
         self.cycles += 1
         if self.args.clear and self.tty and not self.first:
             self.human.write("\033[2J\033[H")
@@ -788,7 +792,7 @@ class Watch:
         self.event({"event": "watch_cycle", "cycle": self.cycles, "changed": changed})
         import dataclasses
 
-        opts = dataclasses.replace(self.opts)
+        opts = dataclasses.replace(self.opts, first=first)
         cycle = _Cycle(
             self.cycles,
             changed,
