@@ -177,3 +177,9 @@ def test_a_wrong_tool_name_is_exit_2_with_a_hint(shop):
 def test_install_is_a_no_op_when_nothing_changed(shop):
     run(shop, "install")
     assert "up to date" in run(shop, "install").stdout
+
+
+def test_invoke_runs_the_tool_with_its_config(shop):
+    proc = run(shop, "invoke", "tap-jsonl", "--", "--discover")
+    catalog = json.loads(proc.stdout)
+    assert [s["tap_stream_id"] for s in catalog["streams"]] == ["orders"]

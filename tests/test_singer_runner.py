@@ -108,6 +108,18 @@ def inline(table: dict) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + " }"
 
 
+FAKE_MAPPER = r"""
+import json, sys
+args = sys.argv[1:]
+config = json.load(open(args[args.index("--config") + 1]))
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg["type"] == "RECORD":
+        msg["record"]["v"] = config["prefix"] + str(msg["record"]["v"])
+    sys.stdout.write(json.dumps(msg) + "\n")
+"""
+
+
 class Harness:
     """A temporary project with a fake tap and target, and a way to run its step."""
 
@@ -115,7 +127,11 @@ class Harness:
         self.root = root
         self.calls = root / "calls.jsonl"
         self.dest = root / "out"
-        for name, code in (("fake-tap", FAKE_TAP), ("fake-target", FAKE_TARGET)):
+        for name, code in (
+            ("fake-tap", FAKE_TAP),
+            ("fake-target", FAKE_TARGET),
+            ("fake-map", FAKE_MAPPER),
+        ):
             path = root / "bin" / name
             path.parent.mkdir(exist_ok=True)
             path.write_text(f"#!{sys.executable}\n{code}")
@@ -140,6 +156,10 @@ class Harness:
                 [loaders.fake-target]
                 executable = "{self.root}/bin/fake-target"
                 config = {inline(target_cfg)}
+
+                [mappers.fake-map]
+                executable = "{self.root}/bin/fake-map"
+                config = {{ prefix = "m-" }}
 
                 [targets.raw]
                 extract = "fake-tap"
@@ -223,6 +243,17 @@ def test_same_records_give_the_same_fingerprint_and_new_ones_do_not(h):
     h.configure(tap={"n": 5, "v": "changed"})
     three = h.run(full_refresh=True)
     assert three.fingerprint != one.fingerprint
+
+
+def test_mappers_run_between_tap_and_target_and_the_fingerprint_follows_their_output(h):
+    h.configure(tap={"n": 5})
+    plain = h.run()
+    h.configure(tap={"n": 5}, keys='map = ["fake-map"]\nfull_refresh = true\n')
+    h.record = None
+    mapped = h.run()
+    assert [r["v"] for r in h.rows("a")[-5:]] == ["m-x"] * 5
+    assert mapped.stats["records"] == 10
+    assert mapped.fingerprint != plain.fingerprint
 
 
 def test_a_run_over_one_stream_keeps_the_other_streams_bookmarks(h):
