@@ -29,8 +29,8 @@ def infer(project: Project) -> list[tuple[str, str, str]]:
     for tf_name, targets in by_tf.items():
         tf = _config.transformer(project, tf_name)
         info = _manifest.load(project, tf)
-        if info is None or info.error:
-            continue  # the dbt step will show dbt's error; no lineage until it parses
+        if info is None or not info.nodes:
+            continue  # never parsed: the dbt step will show dbt's error
         selected: dict[str, list[str]] = {}
         for t in targets:
             step = _transform.make_step(project, t)

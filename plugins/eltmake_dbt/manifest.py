@@ -240,6 +240,11 @@ def load(
         return None
     with project_lock(project, tf):
         info = _parse(project, tf, files, digest, echo or _stderr)
+    if info.error and old is not None and old.nodes:
+        # Keep the last good summary for lineage, so a broken model does not also drop the
+        # inferred edges (the step would then run before its sources are loaded).
+        info.project_name, info.nodes = old.project_name, old.nodes
+        info.macros, info.sources = old.macros, old.sources
     save(project, tf, info)
     with _memo_lock:
         _memo[key] = info

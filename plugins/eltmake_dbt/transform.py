@@ -291,8 +291,6 @@ def run_step(ctx: StepContext) -> StepResult:
                 f"{step.name}: dbt {step.data['command']} failed ({why}): {headline}", tail
             )
         stats = run_stats(tf)
-        if info.error:  # the key was built from every file; the run worked, so parse again
-            info = _manifest.load(project, tf) or info
         uids = step_uids(project, step)[2] or []
         fingerprint = output_fingerprint(project, tf, info, uids, ctx)
     return StepResult(fingerprint=fingerprint, stats=stats, message=_summary(stats))

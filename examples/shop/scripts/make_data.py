@@ -1,4 +1,4 @@
-"""Write the shop's data files: customers, orders and payments as JSON Lines.
+"""Write the shop's data files: customers, orders and payments as CSV.
 
 Run once to (re)create ``data/``; the files are committed, so the example needs no network and
 every build, test and benchmark sees the same rows. Deterministic: a fixed seed and no clock, so
@@ -12,8 +12,8 @@ Amounts are integer cents, so sums in the warehouse compare exactly with sums ov
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
-import json
 import random
 from pathlib import Path
 
@@ -77,10 +77,11 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in make(args.customers, args.orders).items():
-        path = args.out / f"{name}.jsonl"
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        path = args.out / f"{name}.csv"
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
         print(f"wrote {len(rows)} rows to {path}")
 
 
