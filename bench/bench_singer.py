@@ -323,7 +323,7 @@ def main() -> int:
         r, e = statistics.median(raw), statistics.median(elt)
         line = (
             f"{n:>9,} records: raw pipe {r:7.2f}s  eltmake {e:7.2f}s  "
-            f"ratio {e / r:5.3f}  (+{e - r:+.2f}s)  eltmake peak RSS {max(rss):5.1f} MB"
+            f"ratio {e / r:5.3f} ({e - r:+.2f}s)  eltmake peak RSS {max(rss):5.1f} MB"
         )
         if mel:
             m = statistics.median(mel)

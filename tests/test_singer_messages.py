@@ -182,3 +182,13 @@ def test_blank_lines_are_dropped():
     sc, out = scan(data, sizes=[len(data)])
     assert out == stream_of([schema("a"), record("a", 1)])
     assert sc.counts == {"a": 1}
+
+
+def test_complete_lines_before_an_over_long_partial_line_are_kept():
+    sc = MessageScanner(max_line=1000)
+    good = stream_of([schema("a"), record("a", 1)])
+    with pytest.raises(BadOutput) as err:
+        sc.feed(good + b"y" * 2000)
+    assert err.value.valid == good
+    assert err.value.line_no == 3
+    assert sc.counts == {"a": 1}

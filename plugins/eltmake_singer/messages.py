@@ -103,30 +103,34 @@ class MessageScanner:
         self.fast_blocks = 0
         self.slow_blocks = 0
         self._hashes: dict[str, Any] = {}
-        self._rest = b""
+        self._rest_parts: list[bytes] = []
+        self._rest_len = 0
 
     # --- public ------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> bytes:
         """Check the complete lines in ``rest + data``; return them (the bytes to forward)."""
-        if self._rest:
-            data = self._rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            self._rest = data
-            self._check_rest()
+        if b"\n" not in data:  # a long line in the making: collect, do not re-copy each time
+            self._rest_parts.append(data)
+            self._rest_len += len(data)
+            self._check_rest(b"")
             return b""
-        block, self._rest = data[:cut], data[cut:]
-        if self._rest:
-            self._check_rest()
+        if self._rest_parts:
+            data = b"".join(self._rest_parts) + data
+            self._rest_parts, self._rest_len = [], 0
+        cut = data.rfind(b"\n") + 1
+        block, rest = data[:cut], data[cut:]
         self.bytes += len(block)
-        if not self._fast(block):
-            block = self._slow(block)
-        return block
+        out = block if self._fast(block) else self._slow(block)
+        if rest:
+            self._rest_parts, self._rest_len = [rest], len(rest)
+            self._check_rest(out)
+        return out
 
     def finish(self) -> bytes:
         """End of output: a last line without a newline is checked and returned with one."""
-        rest, self._rest = self._rest, b""
+        rest = b"".join(self._rest_parts)
+        self._rest_parts, self._rest_len = [], 0
         if not rest.strip():
             return b""
         return self.feed(rest + b"\n")
@@ -134,7 +138,7 @@ class MessageScanner:
     @property
     def pending(self) -> bytes:
         """A partial last line received so far (for diagnosing a crash mid-line)."""
-        return self._rest
+        return b"".join(self._rest_parts)
 
     def stream_digests(self) -> dict[str, str]:
         return {s: h.hexdigest() for s, h in self._hashes.items()}
@@ -145,11 +149,13 @@ class MessageScanner:
 
     # --- the two paths -----------------------------------------------------------------------
 
-    def _check_rest(self) -> None:
-        if len(self._rest) > self.max_line:
+    def _check_rest(self, valid: bytes) -> None:
+        """Refuse a partial line past the limit now, rather than buffer it to the end."""
+        if self._rest_len > self.max_line:
             raise BadOutput(
                 self.line_no + 1,
                 f"line longer than the limit of {self.max_line} bytes (max_line_bytes)",
+                valid,
             )
 
     def _fast(self, block: bytes) -> bool:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eltmake.errors import Cancelled, StepError
-from eltmake_singer.bookmarks import unwrap_state_line
+from eltmake_singer.bookmarks import merge_state, unwrap_state_line
 from eltmake_singer.messages import BadOutput, MessageScanner
 
 READ_SIZE = 64 * 1024
@@ -174,6 +174,10 @@ class Pipeline:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._target_gone = False
+        self._state_cv = threading.Condition()
+        self._pending: Any = None
+        self._pending_states = 0
+        self._states_done = False
         self._writer_done = False
 
     # --- helpers -------------------------------------------------------------------------------
@@ -282,28 +286,55 @@ class Pipeline:
                 pass
 
     def _read_states(self) -> None:
+        """Target stdout → pending state. States that arrive while the previous one is being
+        saved are merged in memory (the same result as saving them one by one), so a target that
+        emits a state per record cannot be slowed down by the store's fsyncs."""
         target = self.target
         assert target.proc and target.proc.stdout
-        for n, raw in enumerate(iter(target.proc.stdout.readline, b""), 1):
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                state = unwrap_state_line(json.loads(text))
-            except ValueError:
-                self.bad_state_lines += 1
-                self.ctx.log(
-                    f"{target.name}: stdout line {n} is not JSON state, ignored: "
-                    f"{self.redact(text[:120])!r}"
-                )
-                continue
+        try:
+            for n, raw in enumerate(iter(target.proc.stdout.readline, b""), 1):
+                text = raw.decode("utf-8", "replace").strip()
+                if not text:
+                    continue
+                try:
+                    state = unwrap_state_line(json.loads(text))
+                except ValueError:
+                    self.bad_state_lines += 1
+                    self.ctx.log(
+                        f"{target.name}: stdout line {n} is not JSON state, ignored: "
+                        f"{self.redact(text[:120])!r}"
+                    )
+                    continue
+                with self._state_cv:
+                    if self._pending_states:
+                        self._pending = merge_state(self._pending, state)
+                    else:
+                        self._pending = state
+                    self._pending_states += 1
+                    self._state_cv.notify()
+        finally:
+            with self._state_cv:
+                self._states_done = True
+                self._state_cv.notify()
+
+    def _save_states(self) -> None:
+        while True:
+            with self._state_cv:
+                while not self._pending_states and not self._states_done:
+                    self._state_cv.wait()
+                if not self._pending_states:
+                    return
+                state, count = self._pending, self._pending_states
+                self._pending, self._pending_states = None, 0
             try:
                 self.on_state(state)
             except Exception as exc:  # the store failed: stop, the next run redoes the work
-                self._problem(0, f"saving the state that {target.name} emitted failed: {exc}", None)
+                self._problem(
+                    0, f"saving the state that {self.target.name} emitted failed: {exc}", None
+                )
                 self._stop_producers()
                 return
-            self.states += 1
+            self.states += count
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -370,6 +401,7 @@ class Pipeline:
         self._thread(self._pump, read_fd)
         self._thread(self._write, write_fd)
         self._thread(self._read_states)
+        self._thread(self._save_states)
 
     def _wait(self, started: float) -> None:
         last_progress = 0.0
