@@ -404,3 +404,31 @@ def test_byte_queue_is_bounded():
     assert q.get() == b"y" * 60
     assert q.get() is None
     assert q.peak <= 100
+
+
+def test_a_tap_crash_through_the_cli_is_exit_1_with_a_failed_event(tmp_path):
+    import subprocess
+
+    h = Harness(tmp_path)
+    h.configure(tap={"n": 10, "fault": "crash", "at": 4})
+    h.store.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "eltmake", "build", "raw", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    events = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    step = next(e for e in events if e.get("event") == "step" and e["target"] == "raw")
+    assert step["status"] == "failed"
+    assert "fake-tap (tap) failed with exit code 3" in proc.stdout + proc.stderr
+    assert "hunter2-secret" not in proc.stdout + proc.stderr
+    state = subprocess.run(
+        [sys.executable, "-m", "eltmake", "state", "show", "raw"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(state.stdout) == {"bookmarks": {"a": {"id": 3}}}
