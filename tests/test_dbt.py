@@ -1,0 +1,238 @@
+"""The dbt plugin: project file errors, the generated profile, lineage from Singer configs, and
+(with real dbt) selection resolved over the cached manifest exactly as ``dbt ls`` resolves it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Project
+from eltmake_dbt import config as dbt_config
+from eltmake_dbt import lineage, manifest, select, transform
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
+PIN = "dbt-core~=1.11.0 dbt-duckdb~=1.11.0"
+
+BASE = f"""
+[loaders.duckdb]
+executable = "eltmake-target-duckdb"
+config = {{ path = "wh.duckdb", default_target_schema = "raw" }}
+
+[transformers.dbt]
+pip_url = "{PIN}"
+project_dir = "transform"
+"""
+
+
+def dbt_project(project: Project) -> None:
+    project.write("transform/dbt_project.yml", "name: t\nprofile: t\nconfig-version: 2\n")
+
+
+# --- project file errors: one line, exit code 2, no traceback, no dbt run ------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            BASE.replace("project_dir =", "projct_dir ="),
+            "transformers.dbt: unknown key 'projct_dir' (did you mean 'project_dir'?)",
+        ),
+        (
+            BASE + '[targets.m]\ntransform = "dbtt"\n',
+            "targets.m.transform: no transformer named 'dbtt' (did you mean 'dbt'?)",
+        ),
+        (
+            BASE + '[targets.m]\ntransform = "dbt"\ncommand = "biuld"\n',
+            "targets.m.command: 'biuld' is not a dbt command eltmake runs (did you mean 'build'?)",
+        ),
+        (
+            BASE.replace('project_dir = "transform"', 'project_dir = "nowhere"'),
+            "transformers.dbt.project_dir: no dbt_project.yml in 'nowhere'",
+        ),
+        (
+            f'[transformers.dbt]\npip_url = "{PIN}"\nproject_dir = "transform"\n',
+            "transformers.dbt: no dbt profile: set profiles_dir",
+        ),
+        (
+            '[transformers.dbt]\nproject_dir = "transform"\n',
+            'transformers.dbt: needs pip_url (e.g. pip_url = "dbt-core~=1.11.0',
+        ),
+        (
+            BASE + '[targets.m]\ntransform = "dbt"\nselect = 3\n',
+            "targets.m.select must be a string or a list",
+        ),
+    ],
+)
+def test_project_file_errors_are_one_line(project: Project, toml: str, expected: str) -> None:
+    dbt_project(project)
+    project.toml(toml)
+    proc = project.run("list")
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- the generated profile -----------------------------------------------------------------------
+
+
+def _load(root: Path, **kw):
+    from eltmake.project import load_project
+
+    return load_project(root, environ={"PATH": "/usr/bin:/bin", **kw.pop("environ", {})}, **kw)
+
+
+def test_the_generated_profile_points_at_the_loaders_file_and_follows_env(project: Project) -> None:
+    dbt_project(project)
+    project.toml(
+        BASE
+        + '[environments.prod.loaders.duckdb.config]\npath = "/data/prod.duckdb"\n'
+        + '[targets.raw]\nrun = "true"\n'
+    )
+    dev = _load(project.root)
+    tf = dbt_config.transformer(dev, "dbt")
+    assert tf.profiles_dir is None and tf.duckdb_path == "wh.duckdb"
+    text = dbt_config.profile_text(dev, tf)
+    profile = json.loads(text.split("\n", 1)[1])
+    assert profile["t"]["outputs"]["eltmake"]["path"] == str(project.root / "wh.duckdb")
+    folder = dbt_config.profiles_dir(dev, tf)
+    assert (folder / "profiles.yml").read_text() == text
+    assert folder == project.root / ".eltmake" / "dbt" / "dbt"
+    prod = _load(project.root, env_name="prod")
+    prod_text = dbt_config.profile_text(prod, dbt_config.transformer(prod, "dbt"))
+    assert '"path": "/data/prod.duckdb"' in prod_text
+
+
+def test_a_profiles_yml_in_the_dbt_project_is_used_as_is(project: Project) -> None:
+    dbt_project(project)
+    project.write("transform/profiles.yml", "t: {}\n")
+    project.toml(f'[transformers.dbt]\npip_url = "{PIN}"\nproject_dir = "transform"\n')
+    tf = dbt_config.transformer(_load(project.root), "dbt")
+    assert tf.profiles_dir == (project.root / "transform").resolve()
+    assert tf.duckdb_path is None
+
+
+# --- lineage: which tables an extract-load target loads -------------------------------------------
+
+
+def test_streams_come_from_the_taps_config_and_selection() -> None:
+    jsonl = {"config": {"path": "o.jsonl", "stream_name": "orders"}}
+    sheets = {
+        "config": {
+            "files": [
+                {"path": "a.csv", "table_name": "Customers"},
+                {"path": "b.csv", "table_name": "b"},
+            ]
+        }
+    }
+    assert lineage.extractor_streams(jsonl, None) == {"orders"}
+    assert lineage.extractor_streams(sheets, None) == {"Customers", "b"}
+    tap = {"config": {}, "select": ["public-users.*", "!public-users.secret", "*.id"]}
+    assert lineage.extractor_streams(tap, ["line_items.*"]) == {"public-users", "line_items"}
+    assert lineage.table_of_stream("public-users") == "users"
+    assert lineage.table_of_stream("Customers") == "customers"
+
+
+def test_loaded_tables_maps_schema_and_table_to_the_extract_target(project: Project) -> None:
+    dbt_project(project)
+    project.toml(
+        BASE
+        + '[extractors.tap-x]\npip_url = "tap-x"\nconfig = { stream_name = "Orders" }\n'
+        + '[targets.raw_orders]\nextract = "tap-x"\nload = "duckdb"\n'
+    )
+    assert lineage.loaded_tables(_load(project.root)) == {("raw", "orders"): ["raw_orders"]}
+
+
+# --- with real dbt -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory, tools_dir: str):
+    """The example's dbt project, parsed once by real dbt: (project, transformer, summary)."""
+    root = tmp_path_factory.mktemp("dbtsel") / "shop"
+    shutil.copytree(
+        EXAMPLE,
+        root,
+        ignore=shutil.ignore_patterns(".eltmake", "warehouse.duckdb*", "target", "logs", "out"),
+    )
+    # A tag and a seed, so those selectors have something to find.
+    stg = root / "transform/models/staging/stg_orders.sql"
+    stg.write_text("{{ config(tags=['nightly']) }}\n" + stg.read_text())
+    (root / "transform/seeds").mkdir()
+    (root / "transform/seeds/countries.csv").write_text("code,name\nDE,Germany\n")
+    import os
+
+    proj = _load(root, environ={"ELTMAKE_TOOLS_DIR": tools_dir, "PATH": os.environ["PATH"]})
+    tf = dbt_config.transformer(proj, "dbt")
+    info = manifest.load(proj, tf, echo=lambda line: None)
+    assert info is not None and info.error is None, info and info.error
+    return proj, tf, info
+
+
+SELECTORS = [
+    (["staging"], []),
+    (["marts"], []),
+    (["+fct_orders"], []),
+    (["stg_orders+"], []),
+    (["1+dim_customers"], []),
+    (["@stg_customers"], []),
+    (["path:models/staging"], []),
+    (["models/marts"], []),
+    (["stg_*"], []),
+    (["shop.marts.*"], []),
+    (["tag:nightly+"], []),
+    (["source:raw.orders+"], []),
+    (["resource_type:seed", "file:fct_orders.sql"], []),
+    (["config.materialized:table,marts"], []),
+    (["test_type:singular"], []),
+    ([], ["staging"]),
+    (["staging"], ["stg_payments"]),
+]
+
+
+@pytest.mark.integration
+def test_selection_matches_dbt_ls(parsed) -> None:
+    proj, tf, info = parsed
+    env = dbt_config.dbt_env(proj, tf, dict(proj.environ))
+    exe = manifest.executable(proj, tf, print)
+    for sel, exc in SELECTORS:
+        mine = select.resolve(info, tf.project_dir, sel, exc, "build")
+        argv = [exe, "--quiet", "ls", "--output", "json", "--output-keys", "unique_id"]
+        argv += (["--select", *sel] if sel else []) + (["--exclude", *exc] if exc else [])
+        out = subprocess.run(argv, cwd=tf.project_dir, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        theirs = sorted(
+            uid
+            for uid in (json.loads(line)["unique_id"] for line in out.stdout.splitlines())
+            if uid.split(".")[0] in select.COMMAND_TYPES["build"]
+        )
+        assert mine == theirs, f"--select {sel} --exclude {exc}"
+        assert mine or sel == ["resource_type:seed", "file:fct_orders.sql"], sel
+
+
+@pytest.mark.integration
+def test_unsupported_selectors_are_left_to_dbt(parsed) -> None:
+    proj, tf, info = parsed
+    assert select.resolve(info, tf.project_dir, ["state:modified"], [], "build") is None
+    assert select.resolve(info, tf.project_dir, ["config.schema:marts"], [], "run") is None
+
+
+@pytest.mark.integration
+def test_a_selection_keys_on_its_own_files_only(parsed) -> None:
+    proj, tf, info = parsed
+    marts = transform.files_of(info, select.resolve(info, tf.project_dir, ["marts"], [], "build"))
+    staging = transform.files_of(
+        info, select.resolve(info, tf.project_dir, ["staging"], [], "build")
+    )
+    assert {"models/marts/fct_orders.sql", "models/marts/dim_customers.sql"} <= marts
+    assert "macros/cents_to_amount.sql" in marts  # called by the models
+    assert "macros/generate_schema_name.sql" in marts  # called by dbt itself
+    assert "tests/lifetime_value_matches_orders.sql" in marts
+    assert not any(f.startswith("models/staging/") for f in marts)
+    assert "models/staging/_sources.yml" in staging and "models/staging/_staging.yml" in staging
+    assert not any(f.startswith("models/marts/") for f in staging)
+    assert "dbt_project.yml" in marts and "dbt_project.yml" in staging
