@@ -164,7 +164,7 @@ def loaded_orders(tmp_path: Path, table: str = "raw.orders") -> list[tuple[Any, 
 
 @pytest.mark.parametrize(
     ("batch_size", "count", "keys"),
-    [(1, 150, ["id"]), (7, 1003, []), (7, 1003, ["id"]), (1000, 1003, []), (100_000, 1003, ["id"])],
+    [(1, 60, ["id"]), (7, 400, []), (7, 400, ["id"]), (1000, 1003, []), (100_000, 1003, ["id"])],
 )
 def test_loads_exactly_what_was_sent(tmp_path: Path, batch_size: int, count: int, keys: list[str]):
     """Every row, value and type arrives, whatever the batch size and however it splits."""

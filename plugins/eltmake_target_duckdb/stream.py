@@ -1,13 +1,13 @@
 """One Singer stream: where it lands, which columns it has, and the batch of records not yet loaded.
 
 Records are written to a per-stream newline-delimited JSON file as they arrive, so the target's
-memory stays flat whatever the batch size; DuckDB reads the file back in bulk when the batch is
-flushed.
+memory stays flat whatever the batch size; at a flush the file is handed over (as a ``Batch``
+snapshot) and DuckDB reads it back in bulk while the next batch fills a new file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,26 @@ class Column:
     from_batch: bool = True
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What one flush loads for one stream: a snapshot taken when the flush was decided.
+
+    ``from_file`` pairs each key of the batch file with its column; ``path`` is None when the
+    flush only has table changes to make (a new, still empty stream).
+    """
+
+    stream: str
+    schema_name: str
+    table: str
+    columns: tuple[Column, ...]
+    from_file: tuple[tuple[str, Column], ...]
+    keys: tuple[str, ...]  # column names of the key properties; empty: append
+    deleted_column: str | None
+    needs_ddl: bool
+    path: Path | None
+    rows: int
+
+
 @dataclass
 class Stream:
     """The load state of one stream during a run."""
@@ -46,12 +66,12 @@ class Stream:
     known: frozenset[str] = frozenset()  # properties a record may carry without a new column
     schema_message: Any = None  # the last SCHEMA seen, to skip identical re-sends cheaply
     needs_ddl: bool = True  # the table may lack a column or a widened type
-    table_types: dict[str, str] = field(default_factory=dict)  # column -> type, once ensured
     batch_path: Path | None = None
     batch_file: IO[bytes] | None = None
     pending: int = 0
     versioned: bool = False
     rename: dict[str, str] | None = None  # property -> batch-file key, when names clash
+    batches_opened: int = 0
 
     def apply_schema(
         self, schema: dict[str, Any], key_properties: list[str], metadata: bool
@@ -120,25 +140,52 @@ class Stream:
         clash = len({prop.lower() for prop in props}) != len(props) or "" in props
         self.rename = {prop: col.name for prop, col in self.columns.items()} if clash else None
 
-    def batch_columns(self) -> list[tuple[str, Column]]:
-        """The (key in the batch file, column) pairs DuckDB reads from a batch."""
-        if self.rename is None:
-            return [(prop, col) for prop, col in self.columns.items() if col.from_batch]
-        return [(col.name, col) for col in self.columns.values() if col.from_batch]
-
     def open_batch(self, folder: Path) -> IO[bytes]:
-        """Return the batch file, creating it on first use (one file per stream, reused)."""
+        """Return the file the current batch is written to, creating it on first use.
+
+        Each batch gets a file of its own: the previous one may still be loading in the
+        background while this one fills.
+        """
         if self.batch_file is None:
-            self.batch_path = folder / f"{sanitize(self.name)}-{id(self)}.ndjson"
+            self.batches_opened += 1
+            name = f"{sanitize(self.name)}-{id(self)}-{self.batches_opened}.ndjson"
+            self.batch_path = folder / name
             self.batch_file = open(self.batch_path, "wb", buffering=1 << 20)  # noqa: SIM115
         return self.batch_file
 
-    def end_batch(self) -> None:
-        """Forget the loaded batch: truncate the file for the next one."""
-        if self.batch_file is not None:
-            self.batch_file.seek(0)
-            self.batch_file.truncate()
+    def take_batch(self) -> Batch:
+        """Hand the pending records (and any table change) over for loading, as a snapshot.
+
+        The snapshot copies the columns, so a SCHEMA or a new property arriving while the batch
+        loads in the background cannot change what the loader reads.
+        """
+        path = None
+        if self.pending and self.batch_file is not None:
+            self.batch_file.close()
+            path = self.batch_path
+        self.batch_file = self.batch_path = None
+        columns = tuple(replace(column) for column in self.columns.values())
+        by_name = {column.name: column for column in columns}
+        if self.rename is None:
+            keyed = [(prop, col.name) for prop, col in self.columns.items() if col.from_batch]
+        else:
+            keyed = [(col.name, col.name) for col in self.columns.values() if col.from_batch]
+        deleted = self.columns.get(DELETED_AT)
+        batch = Batch(
+            stream=self.name,
+            schema_name=self.schema_name,
+            table=self.table,
+            columns=columns,
+            from_file=tuple((key, by_name[name]) for key, name in keyed),
+            keys=tuple(self.columns[prop].name for prop in self.key_properties),
+            deleted_column=deleted.name if deleted is not None else None,
+            needs_ddl=self.needs_ddl,
+            path=path,
+            rows=self.pending if path is not None else 0,
+        )
         self.pending = 0
+        self.needs_ddl = not self.columns  # no table yet: try again at the next flush
+        return batch
 
     def close(self) -> None:
         """Close the batch file (the folder holding it is removed by the caller)."""

@@ -2,9 +2,10 @@
 
 The one promise a runner relies on: a STATE line is written to stdout only after every record
 that came before it on stdin is committed in DuckDB. Records are buffered until ``batch_size_rows``
-of them (all streams together) are pending; then every stream is flushed in one transaction and
-the latest STATE received is printed. A STATE that arrives while nothing is pending is printed at
-once, since everything before it is already committed.
+of them (all streams together) are pending; then every stream is handed to the committer as one
+transaction, together with the latest STATE received, which the committer prints after the
+commit. A STATE that arrives while nothing is pending is queued behind the flushes already handed
+over, so it too is printed only once everything before it is committed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from .committer import Activation, Committer, Work
 from .config import Settings
 from .errors import InputError
 from .names import sanitize, split_stream
@@ -30,8 +32,6 @@ class Target:
 
     def __init__(self, settings: Settings, warehouse: Warehouse, out: IO[bytes], folder: Path):
         self.settings = settings
-        self.warehouse = warehouse
-        self.out = out
         self.folder = folder
         self.streams: dict[str, Stream] = {}
         self.tables: dict[tuple[str, str], str] = {}  # (schema, table) -> stream loading it
@@ -39,8 +39,7 @@ class Target:
         self.state: Any = None
         self.state_unsent = False
         self.batch_started = time.monotonic()
-        self.rows_loaded = 0
-        self.states_sent = 0
+        self.committer = Committer(warehouse, out)
 
     def run(self, lines: Iterable[bytes]) -> None:
         """Consume every message, then flush what is left and print the last STATE."""
@@ -84,51 +83,57 @@ class Target:
             else:
                 raise InputError(f"line {lineno}: unknown message type {kind!r}")
         self.flush()
+        self.finish()
 
     def flush(self, activate: tuple[Stream, int] | None = None) -> None:
-        """Commit every pending record (and table change) in one transaction, then print STATE."""
-        touched = [s for s in self.streams.values() if s.needs_ddl or s.pending]
-        if touched or activate:
-            for stream in touched:
-                if stream.batch_file is not None:
-                    stream.batch_file.flush()
-            with self.warehouse.transaction():
-                for stream in touched:
-                    if stream.needs_ddl:
-                        self.warehouse.ensure_table(stream)
-                for stream in touched:
-                    if stream.pending:
-                        assert stream.batch_path is not None
-                        self.warehouse.load(stream, stream.batch_path)
-                if activate:
-                    self.warehouse.activate(*activate)
-            for stream in touched:
-                stream.needs_ddl = not stream.columns  # no table yet: try again next flush
-                self.rows_loaded += stream.pending
-                stream.end_batch()
+        """Hand every pending record (and table change) to the committer as one transaction.
+
+        The latest STATE received goes with it: the committer prints it after the commit.
+        """
+        batches = tuple(
+            stream.take_batch()
+            for stream in self.streams.values()
+            if stream.needs_ddl or stream.pending
+        )
+        activation = None
+        if activate is not None:
+            stream, version = activate
+            snapshot = next(b for b in batches if b.stream == stream.name)
+            column = stream.columns[VERSION_COLUMN].name
+            activation = Activation(snapshot, column, version)
+        if batches or activation or self.state_unsent:
+            self.committer.submit(
+                Work(batches, activation, has_state=self.state_unsent, state=self.state)
+            )
+        self.state_unsent = False
         self.pending = 0
         self.batch_started = time.monotonic()
-        self._send_state()
+
+    def finish(self) -> None:
+        """Wait for the committer to commit everything queued; re-raise its failure, if any."""
+        self.committer.finish()
 
     def close(self) -> None:
-        """Close the batch files."""
+        """Stop the committer (letting it finish what was queued) and close the batch files."""
+        try:
+            self.committer.finish()
+        except Exception:
+            pass  # already reported by finish(), or superseded by the error being raised
         for stream in self.streams.values():
             stream.close()
 
-    def _send_state(self) -> None:
-        if self.state_unsent:
-            self.out.write(orjson.dumps(self.state) + b"\n")
-            self.out.flush()
-            self.state_unsent = False
-            self.states_sent += 1
+    @property
+    def rows_loaded(self) -> int:
+        """Rows committed so far."""
+        return self.committer.rows_loaded
 
     def _state(self, lineno: int, message: dict[str, Any]) -> None:
         if "value" not in message:
             raise InputError(f"line {lineno}: STATE message has no 'value'")
         self.state = message["value"]
         self.state_unsent = True
-        if not self.pending:
-            self._send_state()
+        if not self.pending:  # everything before it is committed or queued ahead of it
+            self.flush()
             return
         limit = self.settings.batch_wait_limit_seconds
         if limit is not None and time.monotonic() - self.batch_started >= limit:

@@ -17,7 +17,7 @@ from .columns import canonical, read_spec, widen
 from .config import Settings
 from .errors import InputError, TargetError
 from .names import ident, literal
-from .stream import DELETED_AT, VERSION_COLUMN, Stream
+from .stream import Batch
 
 # A record is one JSON object in the batch file; DuckDB refuses larger ones (its default is 16 MiB).
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -74,16 +74,20 @@ class Warehouse:
         except duckdb.Error as exc:
             raise TargetError(f"commit failed: {_one_line(exc)}") from None
 
-    def ensure_table(self, stream: Stream) -> None:
-        """Create the stream's table, add missing columns and widen types, never narrowing."""
+    def ensure_table(self, stream: Batch) -> dict[str, str] | None:
+        """Create the stream's table, add missing columns and widen types, never narrowing.
+
+        Returns the table's column types (the load reads values as these), or None when the
+        stream has no column yet.
+        """
         table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
         if not stream.columns:  # DuckDB has no zero-column tables: wait for a first property
-            if stream.pending:
+            if stream.rows:
                 raise InputError(
-                    f"stream '{stream.name}': records without any property cannot be stored"
+                    f"stream '{stream.stream}': records without any property cannot be stored"
                     " (the SCHEMA declares none and the records carry none)"
                 )
-            return
+            return None
         try:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(stream.schema_name)}")
             existing = {
@@ -97,12 +101,12 @@ class Warehouse:
             }
             types: dict[str, str] = {}
             if not existing:
-                for column in stream.columns.values():
+                for column in stream.columns:
                     types[column.name] = canonical(column.wanted)
                 defs = ", ".join(f"{ident(name)} {kind}" for name, kind in types.items())
                 self.con.execute(f"CREATE TABLE {table} ({defs})")
             else:
-                for column in stream.columns.values():
+                for column in stream.columns:
                     have = existing.get(column.name)
                     if have is None:
                         kind = canonical(column.wanted)
@@ -119,45 +123,47 @@ class Warehouse:
                     types[column.name] = kind
         except duckdb.Error as exc:
             raise TargetError(
-                f"stream '{stream.name}': cannot prepare table {stream.schema_name}.{stream.table}:"
+                f"stream '{stream.stream}': cannot prepare table {stream.schema_name}.{stream.table}:"
                 f" {_one_line(exc)}"
             ) from None
-        stream.table_types = types
+        return types
 
-    def load(self, stream: Stream, batch: Path) -> None:
+    def load(self, stream: Batch, types: dict[str, str]) -> None:
         """Load one batch file: append it, or upsert it when the stream has key properties.
 
-        An upsert keeps the last occurrence of each key in the batch (WITH ORDINALITY numbers the
-        file's lines in order), deletes the rows it replaces and inserts the survivors.
+        An upsert stages the batch in a temporary table, numbering the file's lines with WITH
+        ORDINALITY; when a key occurs more than once (rare: checked with one cheap GROUP BY) only
+        its last line is kept. Then the rows it replaces are deleted and the batch inserted.
         """
         table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
         struct, selects, names = [], [], []
-        keys = {stream.columns[prop].name for prop in stream.key_properties}
-        for i, (key, column) in enumerate(stream.batch_columns()):
-            kind = stream.table_types[column.name]
-            label = f"stream '{stream.name}', property '{key}' ({kind})"
+        keys = stream.keys
+        for i, (key, column) in enumerate(stream.from_file):
+            kind = types[column.name]
+            label = f"stream '{stream.stream}', property '{key}' ({kind})"
             read_type, template = read_spec(kind, label)
             struct.append(f"{literal(key)}: {literal(read_type)}")
             expr = template.replace("{v}", f"c{i}")
             if column.name in keys:
-                missing = literal(f"stream '{stream.name}': a record has no value for key '{key}'")
+                missing = literal(
+                    f"stream '{stream.stream}': a record has no value for key '{key}'"
+                )
                 expr = f"COALESCE({expr}, error({missing}))"
             selects.append(f"{expr} AS {ident(column.name)}")
             names.append(column.name)
-        for column in stream.columns.values():
+        for column in stream.columns:
             if not column.from_batch:  # _sdc_batched_at: the time of this flush
                 selects.append(f"now() AS {ident(column.name)}")
                 names.append(column.name)
         aliases = ", ".join(f"c{i}" for i in range(len(struct)))
         source = (
-            f"read_json({literal(str(batch))}, format = 'newline_delimited',"
+            f"read_json({literal(str(stream.path))}, format = 'newline_delimited',"
             f" columns = {{{', '.join(struct)}}}, maximum_object_size = {MAX_RECORD_BYTES})"
         )
         column_list = ", ".join(ident(name) for name in names)
         keep = ""
-        deleted = stream.columns.get(DELETED_AT)
-        if self.hard_delete and deleted is not None:
-            keep = f" WHERE {ident(deleted.name)} IS NULL"
+        if self.hard_delete and stream.deleted_column is not None:
+            keep = f" WHERE {ident(stream.deleted_column)} IS NULL"
         try:
             if not keys:
                 self.con.execute(
@@ -165,13 +171,21 @@ class Warehouse:
                     f" (SELECT {', '.join(selects)} FROM {source} AS src({aliases})){keep}"
                 )
                 return
-            partition = ", ".join(ident(name) for name in keys)
+            key_list = ", ".join(ident(name) for name in keys)
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_BATCH_TABLE} AS SELECT * EXCLUDE ({_ORDER}) FROM"
-                f" (SELECT {', '.join(selects)}, {_ORDER} FROM {source}"
-                f" WITH ORDINALITY AS src({aliases}, {_ORDER}))"
-                f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {_ORDER} DESC) = 1"
+                f"CREATE OR REPLACE TEMP TABLE {_BATCH_TABLE} AS SELECT {', '.join(selects)},"
+                f" {_ORDER} FROM {source} WITH ORDINALITY AS src({aliases}, {_ORDER})"
             )
+            repeated = self.con.execute(
+                f"SELECT 1 FROM {_BATCH_TABLE} GROUP BY {key_list} HAVING count(*) > 1 LIMIT 1"
+            ).fetchone()
+            if repeated:  # the same key twice in one batch: keep its last line only
+                match = " AND ".join(f"b.{ident(name)} = d.{ident(name)}" for name in keys)
+                self.con.execute(
+                    f"DELETE FROM {_BATCH_TABLE} AS b USING (SELECT {key_list}, max({_ORDER}) AS m"
+                    f" FROM {_BATCH_TABLE} GROUP BY {key_list} HAVING count(*) > 1) AS d"
+                    f" WHERE {match} AND b.{_ORDER} < d.m"
+                )
             match = " AND ".join(f"t.{ident(name)} = b.{ident(name)}" for name in keys)
             self.con.execute(f"DELETE FROM {table} AS t USING {_BATCH_TABLE} AS b WHERE {match}")
             self.con.execute(
@@ -181,21 +195,22 @@ class Warehouse:
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             message = _one_line(exc).removeprefix("Invalid Input Error: ")
             if not message.startswith("stream '"):
-                message = f"stream '{stream.name}': {message}"
+                message = f"stream '{stream.stream}': {message}"
             raise InputError(message) from None
         except duckdb.Error as exc:
             raise TargetError(
-                f"stream '{stream.name}': loading into {stream.schema_name}.{stream.table} failed:"
+                f"stream '{stream.stream}': loading into {stream.schema_name}.{stream.table} failed:"
                 f" {_one_line(exc)}"
             ) from None
 
-    def activate(self, stream: Stream, version: int) -> None:
+    def activate(self, stream: Batch, version_column: str, version: int) -> None:
         """ACTIVATE_VERSION: the table becomes exactly the rows loaded with ``version``."""
         table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
-        column = ident(stream.columns[VERSION_COLUMN].name)
         try:
-            self.con.execute(f"DELETE FROM {table} WHERE {column} IS DISTINCT FROM ?", [version])
+            self.con.execute(
+                f"DELETE FROM {table} WHERE {ident(version_column)} IS DISTINCT FROM ?", [version]
+            )
         except duckdb.Error as exc:
             raise TargetError(
-                f"stream '{stream.name}': ACTIVATE_VERSION failed: {_one_line(exc)}"
+                f"stream '{stream.stream}': ACTIVATE_VERSION failed: {_one_line(exc)}"
             ) from None
