@@ -324,6 +324,16 @@ def test_a_value_that_does_not_fit_fails_loudly(tmp_path: Path, prop, value, com
     assert query(tmp_path, "SELECT id FROM raw.s") == [(1,)]
 
 
+def test_a_failing_batch_stops_the_states_that_follow_it(tmp_path: Path):
+    """Batch 2 of 3 holds a misfit: batch 1 stays committed with its STATE, nothing after."""
+    messages = [NUMBERED, *numbered(10, 10)]
+    messages += [record("n", {"id": 10, "v": "eleven"}), *numbered(30, 10, start=11)]
+    done = run_target(tmp_path, messages, batch_size_rows=10)
+    assert done.returncode == 2 and b"property 'v'" in done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"sent": 10}]
+    assert committed_ids(tmp_path) == list(range(10))
+
+
 def test_integral_floats_and_offsets_are_kept_exactly(tmp_path: Path):
     """5.0 is an integer; a date-time offset is applied, not dropped; midnight is a date."""
     props = {
