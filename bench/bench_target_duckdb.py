@@ -9,7 +9,9 @@ a STATE every 10,000 records) to:
   (or venv + pip when uv is missing).
 
 It prints wall times, ratios, and the rows each target actually loaded, so a loss shows.
-Usage: ``python bench/bench_target_duckdb.py [--records N] [--batch-size-rows N]``.
+Usage: ``python bench/bench_target_duckdb.py [--records N] [--batch-size-rows N] [--repeat N]``.
+Wall times are medians over ``--repeat`` rounds (target-duckdb: ``--their-repeat``), interleaved so
+a busy machine slows every contender alike; the load average is printed at start and end.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,6 +130,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch-size-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of floor and eltmake (medians are shown)"
+    )
+    parser.add_argument(
+        "--their-repeat", type=int, default=1, help="rounds of target-duckdb 0.8.0 (slow)"
+    )
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
     (CACHE / ".gitignore").write_text("*\n")  # keep the cache out of git without touching others
@@ -141,56 +150,71 @@ def main() -> int:
         filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH")])
     )
     size_mb = messages.stat().st_size / 1e6
-    print(
-        f"records: {args.records:,} ({size_mb:.0f} MB of messages), batch_size_rows: {args.batch_size_rows:,}"
-    )
+    print(f"records: {args.records:,} ({size_mb:.0f} MB of messages)")
+    print(f"batch_size_rows: {args.batch_size_rows:,} (both targets)")
     print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
     print(f"python {sys.version.split()[0]}, duckdb {duckdb.__version__}, cores {os.cpu_count()}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}", flush=True)
 
-    results = []
+    floor_name, ours_name, theirs_name = (
+        "floor: cat | python json.loads",
+        "eltmake-target-duckdb",
+        "target-duckdb 0.8.0",
+    )
+    walls: dict[str, list[float]] = {floor_name: [], ours_name: [], theirs_name: []}
+    counts: dict[str, tuple[int, int]] = {}
     peaks: dict[str, float | None] = {}
+    floor = (
+        f"cat {messages} | {sys.executable} -c "
+        "'import sys, json\nfor line in sys.stdin: json.loads(line)'"
+    )
+    targets = {ours_name: f"{sys.executable} -m eltmake_target_duckdb", theirs_name: str(theirs)}
     with tempfile.TemporaryDirectory(prefix="bench-target-duckdb-") as tmp:
         folder = Path(tmp)
-        floor = (
-            f"cat {messages} | {sys.executable} -c "
-            "'import sys, json\nfor line in sys.stdin: json.loads(line)'"
-        )
-        results.append(
-            ("floor: cat | python json.loads", timed(floor, env, folder / "floor.log"), None)
-        )
-        for name, exe in [
-            ("eltmake-target-duckdb", f"{sys.executable} -m eltmake_target_duckdb"),
-            ("target-duckdb 0.8.0", str(theirs)),
-        ]:
-            db = folder / f"{name.split()[0]}.duckdb"
-            config = folder / f"{name.split()[0]}.json"
-            config.write_bytes(
-                orjson.dumps(
-                    {
-                        "path": str(db),
-                        "default_target_schema": "raw",
-                        "batch_size_rows": args.batch_size_rows,
-                    }
-                )
-            )
-            command = f"cat {messages} | {{time}} {exe} --config {config}"
-            wall, rss = peak_rss_mb(command, env, folder / "target.log")
-            results.append((name, wall, loaded(db, "raw.orders")))
-            peaks[name] = rss
+        for round_ in range(max(args.repeat, args.their_repeat)):
+            if round_ < args.repeat:
+                walls[floor_name].append(timed(floor, env, folder / "floor.log"))
+            for name, exe in targets.items():
+                if round_ >= (args.repeat if name == ours_name else args.their_repeat):
+                    continue
+                db = folder / f"{name.split()[0]}-{round_}.duckdb"
+                config = folder / f"{name.split()[0]}.json"
+                settings = {
+                    "path": str(db),
+                    "default_target_schema": "raw",
+                    "batch_size_rows": args.batch_size_rows,
+                }
+                config.write_bytes(orjson.dumps(settings))
+                command = f"cat {messages} | {{time}} {exe} --config {config}"
+                wall, rss = peak_rss_mb(command, env, folder / "target.log")
+                walls[name].append(wall)
+                counts[name] = loaded(db, "raw.orders")
+                peaks[name] = max(filter(None, [peaks.get(name), rss]), default=None)
+                db.unlink()
+                print(f"  round {round_ + 1}: {name}: {wall:.2f} s", flush=True)
 
-    floor_s = results[0][1]
-    ours_s = results[1][1]
+    median = {name: statistics.median(times) for name, times in walls.items()}
+    floor_s = median[floor_name]
     print()
-    print(f"{'':32} {'wall s':>8} {'x floor':>8} {'rows loaded':>12} {'lost':>8} {'peak MB':>8}")
-    for name, wall, counts in results:
-        rows = f"{counts[0]:,}" if counts else "-"
-        lost = f"{args.records - counts[1]:,}" if counts else "-"
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'':32} {'wall s':>8} {'x floor':>8} {'rows loaded':>12} {'lost':>8} {'peak MB':>8}  runs"
+    )
+    for name, times in walls.items():
+        rows = f"{counts[name][0]:,}" if name in counts else "-"
+        lost = f"{args.records - counts[name][1]:,}" if name in counts else "-"
         peak = peaks.get(name)
         shown = f"{peak:.0f}" if peak is not None else "-"
-        print(f"{name:32} {wall:8.2f} {wall / floor_s:8.2f} {rows:>12} {lost:>8} {shown:>8}")
+        runs = ", ".join(f"{t:.2f}" for t in times)
+        print(
+            f"{name:32} {median[name]:8.2f} {median[name] / floor_s:8.2f} {rows:>12} {lost:>8}"
+            f" {shown:>8}  {runs}"
+        )
     print()
-    print(f"target-duckdb 0.8.0 / eltmake-target-duckdb: {results[2][1] / ours_s:.2f}x")
-    print(f"eltmake-target-duckdb / floor: {ours_s / floor_s:.2f}x")
+    print(
+        f"target-duckdb 0.8.0 / eltmake-target-duckdb: {median[theirs_name] / median[ours_name]:.2f}x"
+    )
+    print(f"eltmake-target-duckdb / floor: {median[ours_name] / floor_s:.2f}x")
     return 0
 
 
