@@ -11,6 +11,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -582,6 +583,49 @@ def test_kill_9_mid_load_then_resume_loses_and_duplicates_nothing(tmp_path: Path
     assert ok(done)[-1] == {"sent": total}
     assert query(tmp_path, "SELECT count(*), count(DISTINCT id), sum(v) FROM raw.n") == [
         (total, total, 3 * sum(range(total)))
+    ]
+
+
+# --- a real tap from PyPI ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tap_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tap-jsonl 0.3.1 (a singer-sdk tap) in its own venv, installed with uv."""
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not installed: cannot install tap-jsonl for the integration test")
+    venv = tmp_path_factory.mktemp("tap-jsonl") / "venv"
+    made = subprocess.run(["uv", "venv", "-q", str(venv)], capture_output=True)
+    python = venv / "bin" / "python"
+    if made.returncode == 0:
+        made = subprocess.run(
+            ["uv", "pip", "install", "-q", "--python", str(python), "tap-jsonl==0.3.1"],
+            capture_output=True,
+        )
+    if made.returncode != 0:
+        pytest.skip(f"could not install tap-jsonl==0.3.1: {made.stderr.decode().strip()[-200:]}")
+    return venv / "bin" / "tap-jsonl"
+
+
+@pytest.mark.integration
+def test_real_tap_into_the_target(tmp_path: Path, tap_jsonl: Path):
+    """tap-jsonl | eltmake-target-duckdb: every row, and the tap's own last STATE."""
+    rows = [{"id": i, "name": f"n{i}", "amount": i * 1.5} for i in range(3000)]
+    data = tmp_path / "orders.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tap_config = tmp_path / "tap.json"
+    tap_config.write_text(
+        json.dumps({"path": str(data), "stream_name": "orders", "primary_keys": ["id"]})
+    )
+    tap = subprocess.run(
+        [str(tap_jsonl), "--config", str(tap_config)], capture_output=True, timeout=120
+    )
+    assert tap.returncode == 0, tap.stderr.decode()[-500:]
+    tap_states = [json.loads(m)["value"] for m in tap.stdout.splitlines() if b'"STATE"' in m]
+    states = ok(run_target(tmp_path, tap.stdout, batch_size_rows=700))
+    assert states[-1] == tap_states[-1]
+    assert query(tmp_path, "SELECT id, name, amount FROM raw.orders ORDER BY id") == [
+        (r["id"], r["name"], r["amount"]) for r in rows
     ]
 
 
