@@ -236,3 +236,52 @@ def test_a_selection_keys_on_its_own_files_only(parsed) -> None:
     assert "models/staging/_sources.yml" in staging and "models/staging/_staging.yml" in staging
     assert not any(f.startswith("models/marts/") for f in staging)
     assert "dbt_project.yml" in marts and "dbt_project.yml" in staging
+
+
+# --- dbt's errors, in one line ------------------------------------------------------------------
+
+COMPILE_ERROR = """\
+\x1b[0m19:20:01  Running with dbt=1.11.16
+\x1b[0m19:20:02  Encountered an error:
+Compilation Error
+  Model 'model.shop.stg_payments' (models/staging/stg_payments.sql) depends on a node named 'nope' which was not found
+"""
+TEST_FAILURE = """\
+19:20:05  1 of 3 FAIL 1 unique_stg_orders_order_id ..... [FAIL 1 in 0.05s]
+19:20:06  Completed with 1 error, 0 partial successes, and 0 warnings:
+19:20:06
+19:20:06  Failure in test unique_stg_orders_order_id (models/staging/_staging.yml)
+19:20:06    Got 1 result, configured to fail if != 0
+"""
+RUNTIME_ERROR = """\
+19:20:05  1 of 3 ERROR creating sql view model staging.stg_orders ..... [ERROR in 0.05s]
+19:20:06  Completed with 1 error, 0 partial successes, and 0 warnings:
+19:20:06    Runtime Error in model stg_orders (models/staging/stg_orders.sql)
+19:20:06    Binder Error: Referenced column "idd" not found in FROM clause!
+"""
+
+
+@pytest.mark.parametrize(
+    ("output", "headline"),
+    [
+        (
+            COMPILE_ERROR,
+            "Compilation Error: Model 'model.shop.stg_payments' (models/staging/stg_payments.sql) "
+            "depends on a node named 'nope' which was not found",
+        ),
+        (
+            TEST_FAILURE,
+            "Failure in test unique_stg_orders_order_id (models/staging/_staging.yml): "
+            "Got 1 result, configured to fail if != 0",
+        ),
+        (
+            RUNTIME_ERROR,
+            "Runtime Error in model stg_orders (models/staging/stg_orders.sql): "
+            'Binder Error: Referenced column "idd" not found in FROM clause!',
+        ),
+    ],
+)
+def test_dbt_errors_become_one_headline(output: str, headline: str) -> None:
+    got, tail = manifest.error_summary(output.splitlines())
+    assert got == headline
+    assert all("\x1b" not in line and not line.startswith("19:20") for line in tail)

@@ -8,7 +8,8 @@ plugin would be. One concern per module:
   digests, so a no-op build never starts dbt;
 * :mod:`~eltmake_dbt.select`: dbt's selection syntax over that summary (``dbt ls`` as fallback);
 * :mod:`~eltmake_dbt.lineage`: which extract-load targets load the sources a dbt target reads;
-* :mod:`~eltmake_dbt.transform`: the step (key files, run, table-checksum fingerprint).
+* :mod:`~eltmake_dbt.transform`: the step's selection and key; :mod:`~eltmake_dbt.run`: running
+  dbt and the table-checksum fingerprint.
 
 dbt itself runs in its own environment from :mod:`eltmake.toolenv`. See docs/dbt.md.
 """
@@ -84,7 +85,9 @@ def eltmake_check_outputs(project, step, record):
 def eltmake_run_step(ctx):
     if ctx.step.kind != KIND:
         return None
-    return _transform.run_step(ctx)
+    from eltmake_dbt import run
+
+    return run.run_step(ctx)
 
 
 @hookimpl
@@ -95,4 +98,6 @@ def eltmake_tools(project):
 
 @hookimpl
 def eltmake_invoke(project, name, args):
-    return _transform.invoke(project, name, args)
+    from eltmake_dbt import run
+
+    return run.invoke(project, name, args)

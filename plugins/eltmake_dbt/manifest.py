@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -28,8 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from eltmake_dbt import config as _config
 
@@ -78,7 +78,7 @@ class Info:
     def to_json(self) -> bytes:
         data = {k: v for k, v in self.__dict__.items() if k != "children"}
         data["version"] = INFO_VERSION
-        return orjson.dumps(data)
+        return json.dumps(data, separators=(",", ":")).encode()
 
     def child_map(self) -> dict[str, list[str]]:
         """unique_id → the nodes that depend on it (built once per process)."""
@@ -156,9 +156,8 @@ def project_digest(project: Project, tf: Transformer, files: dict[str, list]) ->
         "tool": toolenv.tool_identity(project, tf.spec()),
         "v": INFO_VERSION,
     }
-    return hashlib.blake2b(
-        orjson.dumps(context, option=orjson.OPT_SORT_KEYS), digest_size=16
-    ).hexdigest()
+    raw = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 # --- the cache ----------------------------------------------------------------------------------
@@ -173,8 +172,8 @@ def _info_file(project: Project, tf: Transformer) -> Path:
 
 def read_cached(project: Project, tf: Transformer) -> Info | None:
     try:
-        data = orjson.loads(_info_file(project, tf).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        data = json.loads(_info_file(project, tf).read_bytes())
+    except (OSError, ValueError):
         return None
     if data.pop("version", None) != INFO_VERSION:
         return None
@@ -273,7 +272,7 @@ def base_args(tf: Transformer) -> list[str]:
     if tf.target:
         args += ["--target", tf.target]
     if tf.vars:
-        args += ["--vars", orjson.dumps(tf.vars).decode()]
+        args += ["--vars", json.dumps(tf.vars, sort_keys=True)]
     return args
 
 
@@ -290,8 +289,8 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
         message, tail = error_summary(proc.stdout.splitlines())
         return Info(digest=digest, files=files, error=message, tail=tail)
     try:
-        manifest = orjson.loads((tf.project_dir / "target" / "manifest.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as e:
+        manifest = json.loads((tf.project_dir / "target" / "manifest.json").read_bytes())
+    except (OSError, ValueError) as e:
         return Info(digest=digest, files=files, error=f"cannot read dbt's manifest.json: {e}")
     return summarize(manifest, digest, files)
 
@@ -309,34 +308,41 @@ def _run_dbt(argv: list[str], tf: Transformer, env: dict[str, str]) -> subproces
     )
 
 
+_TIME = re.compile(r"^\d\d:\d\d:\d\d(?:  |$)")
+
+
 def clean_line(line: str) -> str:
     """A dbt log line without colour codes and its ``HH:MM:SS`` prefix."""
-    line = line.replace("\x1b[0m", "").rstrip()
-    if len(line) > 10 and line[2] == ":" and line[5] == ":" and line[8:10] == "  ":
-        line = line[10:]
-    return line
+    return _TIME.sub("", line.replace("\x1b[0m", "").rstrip())
+
+
+_MARKER = re.compile(r"^(Completed with \d+ errors?|Encountered an error)")
+_KIND = re.compile(r"^(\w+ )*(Error|Failure)( in .*)?:?$")
 
 
 def error_summary(lines: list[str]) -> tuple[str, list[str]]:
-    """dbt's error in one line (the first line naming an error) and the lines around it."""
-    lines = [clean_line(x) for x in lines]
-    lines = [x for x in lines if x.strip()]
-    markers = ("Error", "error", "Encountered an error", "FAIL ", "Failure in")
-    first = next((i for i, x in enumerate(lines) if any(m in x for m in markers)), None)
-    if first is None:
+    """dbt's error in one line, and the lines from where dbt starts telling it.
+
+    dbt ends a failed command with "Encountered an error:" (it could not start: a compile error)
+    or "Completed with 1 error ..." followed by each failure; the headline is the first failure,
+    with its detail when its first line only names the kind ("Compilation Error").
+    """
+    lines = [c for c in (clean_line(x) for x in lines) if c.strip()]
+    start = next((i for i, x in enumerate(lines) if _MARKER.match(x.strip())), None)
+    if start is None:
+        start = next(
+            (i for i, x in enumerate(lines) if "Error" in x or x.strip().startswith("Failure")),
+            max(len(lines) - TAIL, 0),
+        )
+        body = lines[start:]
+    else:
+        body = lines[start + 1 :]
+    if not body:
         return (lines[-1].strip() if lines else "(no output)"), lines[-TAIL:]
-    start = first
-    # "Encountered an error:" is followed by the error's kind; use the most specific line.
-    headline = lines[first].strip()
-    if headline.rstrip(":") in (
-        "Encountered an error",
-        "Completed with 1 error",
-    ) or headline.endswith(":"):
-        for x in lines[first + 1 : first + 4]:
-            if x.strip():
-                headline = x.strip()
-                break
-    return headline, lines[start : start + TAIL]
+    head = body[0].strip()
+    if _KIND.match(head) and len(body) > 1:
+        head = f"{head.rstrip(':')}: {body[1].strip()}"
+    return head, lines[start : start + TAIL]
 
 
 def _strip_pkg(path: str | None) -> str | None:

@@ -1,0 +1,181 @@
+"""Running a dbt step: the command line, dbt's output and errors, the table-checksum fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eltmake.errors import StepError
+from eltmake.step import StepResult
+from eltmake_dbt import config as _config
+from eltmake_dbt import manifest as _manifest
+from eltmake_dbt.transform import step_info, step_uids
+
+if TYPE_CHECKING:
+    from eltmake.project import Project
+    from eltmake.step import StepContext
+    from eltmake_dbt.config import Transformer
+    from eltmake_dbt.manifest import Info
+
+LOCK_RETRY_S = 30.0
+
+
+def argv_for(exe: str, tf: Transformer, cfg: dict[str, Any], full_refresh: bool) -> list[str]:
+    command = cfg.get("command", "build")
+    argv = [exe, command]
+    if tf.target:
+        argv += ["--target", tf.target]
+    variables = {**tf.vars, **(cfg.get("vars") or {})}
+    if variables:
+        argv += ["--vars", json.dumps(variables, sort_keys=True)]
+    select = _config.as_list(cfg.get("select"))
+    exclude = _config.as_list(cfg.get("exclude"))
+    if select:
+        argv += ["--select", *select]
+    if exclude:
+        argv += ["--exclude", *exclude]
+    if (full_refresh or cfg.get("full_refresh")) and command in ("build", "run", "seed"):
+        argv.append("--full-refresh")
+    return argv
+
+
+def run_step(ctx: StepContext) -> StepResult:
+    from eltmake import toolenv
+
+    project, step = ctx.project, ctx.step
+    tf, info = step_info(project, step)
+    exe = toolenv.executable_path(project, tf.spec())
+    argv = argv_for(exe, tf, step.target.config, ctx.full_refresh)
+    env = _config.dbt_env(project, tf, ctx.env)
+    lines: list[str] = []
+    with _manifest.project_lock(project, tf):
+        ctx.progress("dbt " + step.data["command"])
+        proc = ctx.popen(
+            argv,
+            cwd=str(tf.project_dir),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for raw in proc.stdout:
+            line = _manifest.clean_line(raw.decode(errors="replace"))
+            lines.append(line)
+            ctx.log(line)
+            if " START " in line or line.lstrip()[:1].isdigit() and " of " in line:
+                ctx.progress(line.strip()[:80])
+        rc = proc.wait()
+        if rc != 0:
+            if ctx.cancelled.is_set():
+                raise StepError(f"{step.name}: cancelled")
+            headline, tail = _manifest.error_summary(lines)
+            why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            raise StepError(
+                f"{step.name}: dbt {step.data['command']} failed ({why}): {headline}", tail
+            )
+        stats = run_stats(tf)
+        uids = step_uids(project, step)[2] or []
+        fingerprint = output_fingerprint(project, tf, info, uids, ctx)
+    return StepResult(fingerprint=fingerprint, stats=stats, message=_summary(stats))
+
+
+def run_stats(tf: Transformer) -> dict[str, Any]:
+    """Counts by status from dbt's run_results.json: ``{"success": 5, "pass": 12}``."""
+    try:
+        results = json.loads((tf.project_dir / "target" / "run_results.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    counts: dict[str, int] = {}
+    for r in results.get("results", []):
+        status = str(r.get("status"))
+        counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _summary(stats: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in stats.items())
+
+
+def relations(info: Info, uids: list[str]) -> list[tuple[str, str]]:
+    """(schema, name) of the tables and views that ``uids`` build."""
+    out = []
+    for uid in uids:
+        node = info.nodes.get(uid) or {}
+        if node.get("t") in _manifest.BUILDS_RELATION and node.get("materialized") != "ephemeral":
+            out.append((node["schema"], node["alias"]))
+    return sorted(set(out))
+
+
+def output_fingerprint(
+    project: Project, tf: Transformer, info: Info, uids: list[str], ctx: StepContext
+) -> str | None:
+    """An order-independent checksum of every relation the step built, or None (use the key).
+
+    For a DuckDB warehouse eltmake knows (the generated profile): open it read-only after dbt has
+    exited and, per relation, take its columns with their types, its row count and the sum of its
+    row hashes. A model rebuilt with the same rows gives the same fingerprint, so the steps below
+    it are skipped (early cutoff). Other adapters: None, and the core uses the step's key.
+    """
+    db = _config.database_file(project, tf)
+    rels = relations(info, uids)
+    if db is None or not rels:
+        return None
+    try:
+        sums = table_checksums(db, rels)
+    except Exception as e:  # a fingerprint is an optimisation: never fail a good run over it
+        ctx.log(f"(no table checksums, downstream steps re-run: {type(e).__name__}: {e})")
+        return None
+    return _digest(sums)
+
+
+def _digest(data: Any) -> str:
+    raw = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def table_checksums(db: Path, rels: list[tuple[str, str]]) -> dict[str, Any]:
+    """``{schema.name: [columns, count, sum of row hashes]}``, read-only; the connection is
+    closed before returning (DuckDB allows one writing process: the next step may be one)."""
+    import duckdb
+
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            break
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # another process writes it right now (a load running in parallel)
+    try:
+        out: dict[str, Any] = {}
+        for schema, name in rels:
+            cols = con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [schema, name],
+            ).fetchall()
+            if not cols:
+                out[f"{schema}.{name}"] = None
+                continue
+            q = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
+            count, total = con.execute(f"select count(*), sum(hash(t)) from {q} as t").fetchone()
+            out[f"{schema}.{name}"] = [[list(c) for c in cols], count, str(total)]
+        return out
+    finally:
+        con.close()
+
+
+def invoke(project: Project, name: str, args: list[str]) -> int | None:
+    """``eltmake invoke NAME -- ARGS``: dbt in its environment, in the dbt project, with the
+    profile eltmake uses (e.g. ``eltmake invoke dbt -- show --select fct_orders``)."""
+    if name not in (project.tables.get(_config.TABLE) or {}):
+        return None
+    tf = _config.transformer(project, name)
+    exe = _manifest.executable(project, tf, _manifest._stderr)
+    env = _config.dbt_env(project, tf, dict(project.environ))
+    return subprocess.call([exe, *args], cwd=tf.project_dir, env=env)
