@@ -476,7 +476,8 @@ class _CycleReporter(Reporter):
         self.inner.build_started(targets, opts)
 
     def step_started(self, name, reason) -> None:
-        self.cycle.running.add(name)
+        with self.cycle.lock:
+            self.cycle.running.add(name)
         self.inner.step_started(name, reason)
 
     def step_log(self, name, line) -> None:
@@ -486,7 +487,8 @@ class _CycleReporter(Reporter):
         self.inner.step_progress(name, text)
 
     def step_finished(self, name, outcome) -> None:
-        self.cycle.running.discard(name)
+        with self.cycle.lock:
+            self.cycle.running.discard(name)
         self.inner.step_finished(name, outcome)
 
     def build_finished(self, status, outcomes) -> None:
@@ -674,7 +676,8 @@ class Watch:
         if config:
             old_project = cycle.project
             if self._reload():
-                running = sorted(set(cycle.running))
+                with cycle.lock:
+                    running = sorted(cycle.running)
                 sched_steps = cycle.sched.steps if cycle.sched is not None else {}
                 try:
                     from eltmake.scheduler import make_steps
@@ -685,7 +688,9 @@ class Watch:
                 except Exception:
                     before, after = {}, {n: "?" for n in running}
                 steps |= {n for n in running if before.get(n) != after.get(n)}
-        hit = self.map.affected(steps) & set(cycle.running) if steps else set()
+        with cycle.lock:
+            running = set(cycle.running)
+        hit = self.map.affected(steps) & running if steps else set()
         if hit:
             cycle.superseded = True
             names = ", ".join(sorted(hit))

@@ -27,7 +27,7 @@ WAIT = 60  # seconds: generous, for a loaded CI machine
 class Watcher:
     """A running ``eltmake watch``; its output lines are collected as they come."""
 
-    def __init__(self, root: Path, *args: str):
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
         self.root = root
         self.proc = subprocess.Popen(
             [PY, "-m", "eltmake", "watch", *args],
@@ -35,7 +35,7 @@ class Watcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
@@ -325,6 +325,32 @@ def test_an_edit_cancels_the_affected_running_step_and_leaves_no_orphan(project,
     assert "watch: interrupted" in w.output()
 
 
+def test_a_project_file_edit_during_a_build_cancels_only_the_redefined_step(project, watch):
+    toml = """
+        [targets.slow]
+        run = "echo VERSION >> starts.txt; sleep 300 & echo $! > child.txt; wait"
+
+        [targets.other]
+        run = "while [ ! -e release ]; do sleep 0.02; done; echo other >> log.txt"
+        """
+    project.toml(toml.replace("VERSION", "v1"))
+    w = watch("slow", "other", "-j", "2")
+    first = _wait_pid(project.root / "child.txt")
+    w.wait_for(r"^run\s+other")
+
+    project.toml(toml.replace("VERSION", "v2"))
+    w.wait_for(r"^watch: eltmake.toml changed during the build: cancelling slow$")
+    assert _wait_gone(first)
+    (project.root / "release").write_text("")
+    line = w.wait_for(r"^watch: cycle 1 ")
+    assert "superseded" in line and "re-ran other" in line and "cancelled slow" in line
+    second = _wait_pid(project.root / "child.txt", old=first)
+    assert project.read("starts.txt").split() == ["v1", "v2"]
+    assert w.interrupt() == 130
+    assert _wait_gone(second)
+    assert project.read("log.txt").split() == ["other"]
+
+
 def test_json_events_per_cycle(project):
     three(project)
     w = Watcher(project.root, "--json")
@@ -360,6 +386,56 @@ def test_a_missing_project_file_is_a_usage_error(project):
     proc = project.run("watch")
     assert proc.returncode == 2
     assert "eltmake.toml: not found" in proc.stderr
+
+
+@pytest.mark.integration
+def test_dbt_model_edit_reruns_that_model_and_what_its_output_changes(project, tools_dir):
+    """examples/shop with real dbt: an edit re-runs the dbt target that holds the model; the
+    targets below it re-run only when its output changed (early cutoff)."""
+    import shutil
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "shop"
+    marts = "transform/models/marts/fct_orders.sql"
+    staging = "transform/models/staging/stg_orders.sql"
+    if not all((example / f).exists() for f in ("eltmake.toml", marts, staging)):
+        pytest.skip("examples/shop has no dbt models to edit")
+    shutil.copytree(
+        example,
+        project.root,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".eltmake", "warehouse.duckdb*", "target", "logs", "out"),
+    )
+    env = {"ELTMAKE_TOOLS_DIR": tools_dir}
+    project.run("build", check=True, env=env, timeout=1800)
+    w = Watcher(project.root, "--plain", env=env)
+    try:
+        line = w.wait_for(r"^watch: cycle 1 ", timeout=600)
+        assert "ok" in line and "re-ran" not in line, w.output()  # all up to date
+        w.wait_for(r"^watch: waiting for changes")
+
+        # A comment in a mart: marts re-runs; its tables hold the same rows, so report does not.
+        path = project.root / marts
+        path.write_text(path.read_text() + "\n-- a comment\n")
+        line = w.wait_for(r"^watch: cycle 2 ", timeout=600)
+        assert "ok" in line and "re-ran marts;" in line, w.output()
+        assert "skipped raw, staging, report" in line
+
+        # A staging model that now yields other rows: staging, then marts, then report.
+        path = project.root / staging
+        text = path.read_text()
+        assert "    status\n" in text
+        path.write_text(
+            text.replace(
+                "    status\n",
+                "    case when status = 'returned' then 'completed' else status end as status\n",
+            )
+        )
+        line = w.wait_for(r"^watch: cycle 3 ", timeout=900)
+        assert "ok" in line and "re-ran staging, marts, report" in line, w.output()
+        assert "skipped raw" in line
+        assert w.interrupt() == 130
+    finally:
+        w.close()
 
 
 # --- the pieces ------------------------------------------------------------------------------
