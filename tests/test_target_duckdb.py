@@ -377,6 +377,7 @@ def test_activate_version_replaces_the_table(tmp_path: Path):
     run3 += [{"type": "ACTIVATE_VERSION", "stream": "u", "version": 5}]
     run3 += [record("u", {"id": 9}, version=6)]
     run3 += [schema("t", props, ["id"]), {"type": "ACTIVATE_VERSION", "stream": "t", "version": 3}]
+    run3 += [{"type": "ACTIVATE_VERSION", "stream": "t", "version": 3}]  # start and end, no rows
     ok(run_target(tmp_path, run3))
     assert query(tmp_path, "SELECT count(*) FROM raw.t") == [(0,)]
     assert query(tmp_path, "SELECT count(*), sum(id) FROM raw.u") == [(5, 15)]

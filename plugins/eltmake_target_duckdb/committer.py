@@ -16,17 +16,8 @@ from typing import IO, Any
 
 import orjson
 
-from .stream import Batch
+from .stream import Activation, Batch
 from .warehouse import Warehouse
-
-
-@dataclass(frozen=True)
-class Activation:
-    """An ACTIVATE_VERSION to apply after the batches of the same flush."""
-
-    target: Batch
-    version_column: str
-    version: int
 
 
 @dataclass(frozen=True)
@@ -94,8 +85,7 @@ class Committer:
                         types = self._types[(batch.schema_name, batch.table)]
                         self.warehouse.load(batch, types)
                 if work.activation is not None:
-                    act = work.activation
-                    self.warehouse.activate(act.target, act.version_column, act.version)
+                    self.warehouse.activate(work.activation)
             for batch in work.batches:
                 self.rows_loaded += batch.rows
                 if batch.path is not None:

@@ -54,6 +54,17 @@ class Batch:
     rows: int
 
 
+@dataclass(frozen=True)
+class Activation:
+    """An ACTIVATE_VERSION, applied after the batches of the flush it arrived behind."""
+
+    stream: str
+    schema_name: str
+    table: str
+    version_column: str
+    version: int
+
+
 @dataclass
 class Stream:
     """The load state of one stream during a run."""

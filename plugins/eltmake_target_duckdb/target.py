@@ -17,11 +17,11 @@ from typing import IO, Any
 
 import orjson
 
-from .committer import Activation, Committer, Work
+from .committer import Committer, Work
 from .config import Settings
 from .errors import InputError
 from .names import sanitize, split_stream
-from .stream import EXTRACTED_AT, VERSION_COLUMN, Stream
+from .stream import EXTRACTED_AT, VERSION_COLUMN, Activation, Stream
 from .warehouse import Warehouse
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -98,9 +98,8 @@ class Target:
         activation = None
         if activate is not None:
             stream, version = activate
-            snapshot = next(b for b in batches if b.stream == stream.name)
             column = stream.columns[VERSION_COLUMN].name
-            activation = Activation(snapshot, column, version)
+            activation = Activation(stream.name, stream.schema_name, stream.table, column, version)
         if batches or activation or self.state_unsent:
             self.committer.submit(
                 Work(batches, activation, has_state=self.state_unsent, state=self.state)

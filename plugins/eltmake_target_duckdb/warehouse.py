@@ -17,7 +17,7 @@ from .columns import canonical, read_spec, widen
 from .config import Settings
 from .errors import InputError, TargetError
 from .names import ident, literal
-from .stream import Batch
+from .stream import Activation, Batch
 
 # A record is one JSON object in the batch file; DuckDB refuses larger ones (its default is 16 MiB).
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -203,14 +203,15 @@ class Warehouse:
                 f" {_one_line(exc)}"
             ) from None
 
-    def activate(self, stream: Batch, version_column: str, version: int) -> None:
-        """ACTIVATE_VERSION: the table becomes exactly the rows loaded with ``version``."""
-        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+    def activate(self, activation: Activation) -> None:
+        """ACTIVATE_VERSION: the table becomes exactly the rows loaded with that version."""
+        table = f"{ident(activation.schema_name)}.{ident(activation.table)}"
+        column = ident(activation.version_column)
         try:
             self.con.execute(
-                f"DELETE FROM {table} WHERE {ident(version_column)} IS DISTINCT FROM ?", [version]
+                f"DELETE FROM {table} WHERE {column} IS DISTINCT FROM ?", [activation.version]
             )
         except duckdb.Error as exc:
             raise TargetError(
-                f"stream '{stream.stream}': ACTIVATE_VERSION failed: {_one_line(exc)}"
+                f"stream '{activation.stream}': ACTIVATE_VERSION failed: {_one_line(exc)}"
             ) from None
