@@ -397,43 +397,51 @@ class _Notifiers:
             self._add(rel)
 
     def _add(self, rel: str) -> None:
-        from watchfiles._rust_notify import RustNotify
-
         path = self.root / rel if rel else self.root
-        try:
-            notify = RustNotify([str(path)], False, _force_polling(), 100, bool(rel), True)
-        except (FileNotFoundError, OSError):
+        if not path.is_dir():
             return
         stop = threading.Event()
         self.active[rel] = stop
         threading.Thread(
-            target=self._drain, args=(notify, stop), name=f"watch:{rel or '.'}", daemon=True
+            target=self._drain,
+            args=(path, bool(rel), stop),
+            name=f"watch:{rel or '.'}",
+            daemon=True,
         ).start()
 
-    def _drain(self, notify: Any, stop: threading.Event) -> None:
+    def drop(self, rel: str) -> None:
+        """Forget a watched folder that was deleted, so that it is watched again if it returns."""
+        stop = self.active.pop(rel, None)
+        if stop is not None:
+            stop.set()
+
+    def _drain(self, path: Path, recursive: bool, stop: threading.Event) -> None:
+        import watchfiles
+
         try:
-            while not stop.is_set():
-                # debounce_ms caps how long a stream of events (a dbt run writing target/) is
-                # grouped; step_ms is the quiet that ends a batch.
-                res = notify.watch(500, self.step_ms, 0, stop)
-                if isinstance(res, set) and res:
-                    self.q.put(("fs", res))
+            # debounce caps how long a stream of events (a dbt run writing target/) is grouped;
+            # step is the quiet that ends a batch. No filter here: WatchMap.classify decides.
+            for changes in watchfiles.watch(
+                path,
+                watch_filter=None,
+                debounce=500,
+                step=self.step_ms,
+                stop_event=stop,
+                rust_timeout=0,
+                raise_interrupt=False,
+                recursive=recursive,
+                ignore_permission_denied=True,
+            ):
+                if changes:
+                    self.q.put(("fs", {(int(c), p) for c, p in changes}))
         except Exception as e:  # a watched folder removed, a full inotify table…
             if not stop.is_set():
-                self.q.put(("notify_error", f"{type(e).__name__}: {e}"))
-        finally:
-            notify.close()
+                self.q.put(("notify_error", f"{path}: {type(e).__name__}: {e}"))
 
     def close(self) -> None:
         for stop in self.active.values():
             stop.set()
         self.active.clear()
-
-
-def _force_polling() -> bool:
-    from watchfiles.main import _default_force_polling
-
-    return _default_force_polling(None)
 
 
 # --- one build cycle ----------------------------------------------------------------------------
@@ -616,8 +624,10 @@ class Watch:
         if kind == "done":
             self._finished(payload)
         elif kind == "notify_error":
-            self.say(f"watch: the file watcher stopped on a folder: {payload}", "33")
-            self.notifiers.sync(self.map.watched_top_dirs())
+            # Not retried (it would fail again in a loop); edits there go unseen until restart.
+            self.say(
+                f"watch: stopped watching {payload}; restart the watch to see edits there", "33"
+            )
         elif kind == "fs":
             relevant = self._relevant(payload)
             if not relevant:
@@ -632,6 +642,8 @@ class Watch:
             rel = os.path.relpath(path, self.root)
             if "/" not in rel and change in (ADDED, DELETED) and rel not in IGNORED_DIRS:
                 new_dirs = True
+                if change == DELETED:
+                    self.notifiers.drop(rel)
             what = self.map.classify(change, path)
             if what is not None:
                 out[_norm(rel)] = (change, what[0], what[1])
