@@ -639,6 +639,8 @@ def test_real_tap_into_the_target(tmp_path: Path, tap_jsonl: Path):
         (b"", {"path": ""}, "setting 'path' is required"),
         (b"", {"batch_size_rows": 0}, "'batch_size_rows' must be a positive integer"),
         (b"", {"data_flattening_max_level": 2}, "data_flattening_max_level"),
+        (b"", {"temp_dir": "/nonexistent/eltmake"}, "'temp_dir': /nonexistent/eltmake is not"),
+        (b"", {"schema_mapping": {"public": {}}}, "'schema_mapping.public' needs a target_schema"),
         (b'{"type": "SCHEMA"\n', {}, "line 1: not valid JSON"),
         (
             encode([record("nope", {"id": 1})]),

@@ -16,7 +16,7 @@ import orjson
 
 from . import __version__
 from .config import IGNORED, KNOWN, load_settings
-from .errors import TargetError
+from .errors import InputError, TargetError
 from .target import Target
 from .warehouse import Warehouse
 
@@ -63,6 +63,8 @@ def run(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         for warning in settings.warnings:
             print(f"{PROG}: {warning}", file=sys.stderr)
+        if settings.temp_dir is not None and not Path(settings.temp_dir).is_dir():
+            raise InputError(f"setting 'temp_dir': {settings.temp_dir} is not a directory")
         warehouse = Warehouse(settings)
         try:
             with tempfile.TemporaryDirectory(prefix=f"{PROG}-", dir=settings.temp_dir) as folder:
