@@ -44,8 +44,9 @@ WRAPPER = """
 import resource, sys
 from eltmake.cli import main
 code = main(sys.argv[1:])
+ru = resource.getrusage(resource.RUSAGE_SELF)
 with open(sys.argv[0] + ".rss", "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
 sys.exit(code)
 """
 
@@ -88,6 +89,7 @@ class Bench:
         self.env = {**os.environ, "ELTMAKE_TOOLS_DIR": str(tools_dir)}
         self.wrapper = work / "eltmake_wrapper.py"
         self.wrapper.write_text(WRAPPER)
+        self.cpu: list[float] = []  # eltmake's own CPU seconds per run (not its children's)
         if target == "duckdb":
             loader = (
                 '[loaders.duckdb]\nexecutable = "eltmake-target-duckdb"\n'
@@ -180,7 +182,9 @@ class Bench:
         t0 = time.perf_counter()
         sh([*argv, "-C", str(self.proj)], env=self.env)
         wall = time.perf_counter() - t0
-        return wall, int(rss_file.read_text()) / 1024.0
+        rss_kb, cpu = rss_file.read_text().split()
+        self.cpu.append(float(cpu))
+        return wall, int(rss_kb) / 1024.0
 
     # --- meltano ---------------------------------------------------------------------------------
 
@@ -308,6 +312,7 @@ def main() -> int:
         write_data(bench.data, n)
         repeat = args.repeat or (5 if n <= 10000 else 1)
         raw, elt, mel, rss = [], [], [], []
+        bench.cpu = []
         for _ in range(repeat):
             raw.append(bench.run_raw())
             assert bench.loaded() == n, f"raw pipe loaded {bench.loaded()} of {n}"
@@ -323,7 +328,8 @@ def main() -> int:
         r, e = statistics.median(raw), statistics.median(elt)
         line = (
             f"{n:>9,} records: raw pipe {r:7.2f}s  eltmake {e:7.2f}s  "
-            f"ratio {e / r:5.3f} ({e - r:+.2f}s)  eltmake peak RSS {max(rss):5.1f} MB"
+            f"ratio {e / r:5.3f} ({e - r:+.2f}s)  eltmake peak RSS {max(rss):5.1f} MB, "
+            f"own CPU {statistics.median(bench.cpu):.2f}s"
         )
         if mel:
             m = statistics.median(mel)

@@ -6,7 +6,8 @@ The data path::
                                                                          target stdout ─> state
 
 * The last producer's stdout (the tap's, or the last mapper's) is read by a *pump* thread in
-  blocks of 64 KiB, checked and fingerprinted (:mod:`eltmake_singer.messages`) and put into a
+  blocks of up to 64 KiB (after a short read it waits 20 ms so that a batch gathers in the pipe:
+  a tap writes line by line, and per-line wake-ups would cost more than the checks), checked and fingerprinted (:mod:`eltmake_singer.messages`) and put into a
   byte-bounded queue (``buffer_mb``, default 16 MiB); a *writer* thread writes it to the
   target's stdin. The queue is what lets the tap run on while the target writes a batch (a plain
   64 KiB shell pipe stalls it); its bound keeps memory flat at any volume. Pipes are enlarged to
@@ -43,11 +44,12 @@ from eltmake_singer.bookmarks import merge_state, unwrap_state_line
 from eltmake_singer.messages import BadOutput, MessageScanner
 
 READ_SIZE = 64 * 1024
+GATHER_S = 0.02  # a fast tap fills ~300 KB of the 1 MiB pipe meanwhile: it never waits on us
 PIPE_SIZE = 1024 * 1024
 TAIL = 20
 STOP_GRACE_S = 3.0
 PROGRESS_EVERY_S = 0.5
-POLL_S = 0.01  # how soon an exit is noticed; 100 cheap wake-ups a second
+POLL_S = 0.1  # checks for timeouts, cancellation and stop deadlines; exits wake us at once
 
 
 class ByteQueue:
@@ -61,18 +63,23 @@ class ByteQueue:
         self._cv = threading.Condition()
         self._ended = False
         self._closed = False
+        self._putters = 0  # threads waiting in put / get: notify only when someone listens
+        self._getters = 0
 
     def put(self, block: bytes) -> bool:
         """Add a block, waiting for room; False when the consumer has gone (:meth:`close`)."""
         with self._cv:
             while self._q and self.size + len(block) > self.limit and not self._closed:
+                self._putters += 1
                 self._cv.wait()
+                self._putters -= 1
             if self._closed:
                 return False
             self._q.append(block)
             self.size += len(block)
             self.peak = max(self.peak, self.size)
-            self._cv.notify_all()
+            if self._getters:
+                self._cv.notify_all()
             return True
 
     def end(self) -> None:
@@ -92,12 +99,15 @@ class ByteQueue:
     def get(self) -> bytes | None:
         with self._cv:
             while not self._q and not self._ended and not self._closed:
+                self._getters += 1
                 self._cv.wait()
+                self._getters -= 1
             if self._closed or not self._q:
                 return None
             block = self._q.popleft()
             self.size -= len(block)
-            self._cv.notify_all()
+            if self._putters:
+                self._cv.notify_all()
             return block
 
 
@@ -115,7 +125,8 @@ class Tool:
 
     @property
     def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        """Set once the watcher thread's ``wait()`` has returned (no polling)."""
+        return None if self.proc is None else self.proc.returncode
 
 
 @dataclass
@@ -174,6 +185,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._target_gone = False
+        self._changed = threading.Event()
         self._state_cv = threading.Condition()
         self._pending: Any = None
         self._pending_states = 0
@@ -188,7 +200,7 @@ class Pipeline:
 
     def _stop(self, tool: Tool) -> None:
         """SIGTERM a tool's process group; the main loop sends SIGKILL after a grace period."""
-        if tool.proc is None or tool.proc.poll() is not None:
+        if tool.proc is None or tool.returncode is not None:
             return
         tool.stopped_by_us = True
         tool.stop_deadline = tool.stop_deadline or time.monotonic() + STOP_GRACE_S
@@ -225,6 +237,10 @@ class Pipeline:
                 data = os.read(fd, READ_SIZE)
                 if not data:
                     break
+                if len(data) < READ_SIZE // 2:
+                    # We keep up with the tap: let a batch gather in the (1 MiB) pipe instead of
+                    # paying every per-block cost for each line it writes.
+                    time.sleep(GATHER_S)
                 if failed:
                     continue
                 try:
@@ -344,7 +360,14 @@ class Pipeline:
         except OSError as exc:
             raise StepError(f"{tool.name} ({tool.role}) could not start: {exc}") from None
         self._thread(self._drain_stderr, tool)
+        self._thread(self._watch, tool)
         return tool.proc
+
+    def _watch(self, tool: Tool) -> None:
+        """Wake the main loop as soon as a process exits."""
+        assert tool.proc
+        tool.proc.wait()
+        self._changed.set()
 
     def run(self) -> PipelineResult:
         started = time.monotonic()
@@ -438,7 +461,8 @@ class Pipeline:
             if now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
                 self._show_progress(now - started)
-            time.sleep(POLL_S)
+            self._changed.wait(POLL_S)  # an exit wakes us at once; else timeouts, Ctrl-C
+            self._changed.clear()
         # The target's stdout may still hold its last states: let the readers finish.
         for th in self._threads:
             th.join(timeout=10)
