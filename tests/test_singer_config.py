@@ -97,6 +97,10 @@ def test_a_loader_named_as_extractor_says_where_it_is(tmp_path):
             '[extractors.tap-x]\nconfig = "path=x"\n',
             "extractors.tap-x.config: must be a dict, not str",
         ),
+        (
+            "[extractors.target-jsonl]\n",
+            "the name 'target-jsonl' is already used by [extractors.target-jsonl]",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, text, expected):

@@ -139,9 +139,17 @@ def find_tool(project: Project, name: str) -> ToolConfig | None:
 def validate(project: Project) -> None:
     """Check every Singer table and target; raise a one-line ConfigError at the first problem."""
     f = project.file.name
+    seen: dict[str, str] = {}
     for table in ROLES:
         for name, raw in project.tables.get(table, {}).items():
             _validate_tool(f, table, name, raw)
+            if name in seen:
+                raise ConfigError(
+                    f"{f}: {table}.{name}: the name {name!r} is already used by [{seen[name]}.{name}];"
+                    " tool names must be unique across extractors, loaders and mappers "
+                    "(install, invoke and config name tools alone): rename one"
+                )
+            seen[name] = table
     for target in project.targets.values():
         if target.kind == "singer":
             _validate_target(project, target)
