@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -183,3 +184,58 @@ def test_invoke_runs_the_tool_with_its_config(shop):
     proc = run(shop, "invoke", "tap-jsonl", "--", "--discover")
     catalog = json.loads(proc.stdout)
     assert [s["tap_stream_id"] for s in catalog["streams"]] == ["orders"]
+
+
+def test_incremental_state_round_trip_with_tap_spreadsheets(project, tools_dir):
+    """tap-spreadsheets keeps the file's mtime as its bookmark: a re-run of an unchanged file
+    delivers nothing, so the step keeps its fingerprint and the report below it is skipped."""
+    env = {"ELTMAKE_TOOLS_DIR": tools_dir}
+    project.write("data/people.csv", "id,name\n1,ann\n2,bob\n")
+    project.toml(
+        """
+        [project]
+        name = "people"
+        default = "report"
+
+        [extractors.tap-spreadsheets]
+        pip_url = "tap-spreadsheets==1.1.2"
+        config = { files = [{ path = "data/people.csv", format = "csv", table_name = "people", primary_keys = ["id"] }] }
+
+        [loaders.duckdb]
+        executable = "eltmake-target-duckdb"
+        config = { path = "w.duckdb", default_target_schema = "raw" }
+
+        [targets.raw]
+        extract = "tap-spreadsheets"
+        load = "duckdb"
+
+        [targets.report]
+        run = ["python", "-c", "open('report.txt', 'a').write('x')"]
+        deps = ["raw"]
+        """
+    )
+
+    def build() -> dict:
+        proc = project.run("build", "--json", check=True, env=env)
+        return {
+            e["target"]: e
+            for e in map(json.loads, proc.stdout.splitlines())
+            if e["event"] == "step"
+        }
+
+    first = build()
+    assert first["raw"]["status"] == "built" and first["report"]["status"] == "built"
+    state = json.loads(project.run("state", "show", "raw", check=True, env=env).stdout)
+    assert "people" in state["bookmarks"]
+    second = build()  # the tap gets the state back and delivers no record
+    assert second["raw"]["status"] == "built"
+    assert second["report"]["status"] == "skipped"
+    again = json.loads(project.run("state", "show", "raw", check=True, env=env).stdout)
+    assert again["bookmarks"]["people"] == state["bookmarks"]["people"]
+    time.sleep(1.1)  # the bookmark is the file's mtime, in whole seconds
+    project.write("data/people.csv", "id,name\n1,ann\n2,bob\n3,cy\n")
+    third = build()
+    assert third["report"]["status"] == "built"
+    assert project.read("report.txt") == "xx"
+    with duckdb.connect(str(project.root / "w.duckdb"), read_only=True) as db:
+        assert db.execute("select count(distinct id) from raw.people").fetchone() == (3,)
