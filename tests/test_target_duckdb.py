@@ -566,6 +566,26 @@ def test_state_waits_for_the_flush_and_passes_through_when_idle(tmp_path: Path):
     assert committed_ids(tmp_path) == [0]
 
 
+def test_batch_wait_limit_lets_a_slow_tap_checkpoint(tmp_path: Path):
+    """With batch_wait_limit_seconds, a STATE behind pending records flushes them promptly."""
+    config = write_config(tmp_path, batch_size_rows=1000, batch_wait_limit_seconds=0)
+    proc = subprocess.Popen(
+        [*COMMAND, "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(encode([NUMBERED, record("n", {"id": 0, "v": 0}), state({"sent": 1})]))
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    assert ready and json.loads(proc.stdout.readline()) == {"sent": 1}
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+    assert committed_ids(tmp_path) == [0]
+
+
 def test_kill_9_mid_load_then_resume_loses_and_duplicates_nothing(tmp_path: Path):
     """Crash at an arbitrary moment, resume from the last STATE printed: exactly every record."""
     total = 30_000
