@@ -697,6 +697,9 @@ def test_type_rules():
     assert column_type({"type": "string", "format": "date-time"}) == TIMESTAMPTZ
     assert column_type({"type": ["object", "array", "null"]}) == JSON
     assert column_type({}) == JSON
+    assert column_type({"type": ["string", "object"]}) == JSON
+    assert column_type({"anyOf": [{"type": "array"}, {"type": "string", "format": "date"}]}) == JSON
+    assert column_type({"type": ["null"]}) == VARCHAR
     assert widen(BIGINT, DOUBLE) == DOUBLE
     assert widen(DOUBLE, BIGINT) == DOUBLE  # never narrows
     assert widen(VARCHAR, BIGINT) == VARCHAR

@@ -137,8 +137,13 @@ def _join(a: str, b: str) -> str:
 
 
 def union(a: str, b: str) -> str:
-    """The type for a property that may be either ``a`` or ``b`` (order does not matter)."""
+    """The type for a property that may be either ``a`` or ``b`` (order does not matter).
+
+    JSON wins over VARCHAR: an object stays an object, and a string is kept as a JSON string.
+    """
     a, b = canonical(a), canonical(b)
+    if JSON in (a, b):
+        return JSON
     if holds(a, b):
         return a
     if holds(b, a):
