@@ -9,6 +9,7 @@ back (rebuilding) so the next test starts from a fully built warehouse again.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections import defaultdict
@@ -187,6 +188,14 @@ def test_editing_a_model_outside_a_selection_leaves_that_target_alone(shop: Shop
         got = shop.build()
         assert got["raw"] == "skipped" and got["staging"] == "skipped"
         assert got["marts"] == "built"
+        # Within marts, only the edited model and what depends on it ran (not fct_orders).
+        results = json.loads((shop.root / "transform/target/run_results.json").read_text())
+        ran = {r["unique_id"] for r in results["results"]}
+        assert "model.shop.dim_customers" in ran
+        assert "test.shop.lifetime_value_matches_orders" in ran
+        assert "model.shop.fct_orders" not in ran
+        [(country,)] = shop.query("select country from marts.dim_customers where customer_id = 1")
+        assert country == country.lower()
     finally:
         restore(shop, rel, old)
 
@@ -248,8 +257,6 @@ def test_a_dbt_compile_error_fails_the_build_with_dbts_message(shop: Shop) -> No
 
 
 def test_graph_shows_the_inferred_edges(shop: Shop) -> None:
-    import json
-
     proc = shop.run("graph", "--format", "json", env=shop.env, check=True)
     edges = {(e["from"], e["to"]): e for e in json.loads(proc.stdout)["edges"]}
     assert edges[("raw", "staging")]["inferred"] is True

@@ -24,7 +24,47 @@ if TYPE_CHECKING:
 LOCK_RETRY_S = 30.0
 
 
-def argv_for(exe: str, tf: Transformer, cfg: dict[str, Any], full_refresh: bool) -> list[str]:
+# Node files whose edit can be run alone (with what depends on it); any other changed file (a
+# macro, YAML, dbt_project.yml) may touch any node, so the whole selection runs.
+NODE_FILES = (".sql", ".py", ".csv")
+
+
+def changed_nodes(
+    project: Project, tf: Transformer, info: Info, uids: list[str], changed
+) -> list[str] | None:
+    """The dbt-project paths of the selected nodes whose files are all that changed, or None.
+
+    From :attr:`StepContext.changed_inputs` (None unless only input files changed since the last
+    successful run): when each changed file is a selected model, seed, snapshot or singular
+    test, the step runs those and what depends on them within its selection, as ``dbt build
+    --select path:FILE+,SELECTOR`` (``eltmake watch``: an edited model re-runs with its
+    descendants only). The output fingerprint still covers every relation of the selection.
+    """
+    if not changed:
+        return None
+    by_rel = {}
+    for uid in uids:
+        node = info.nodes[uid]
+        if node.get("path") and node.get("t") in ("model", "seed", "snapshot", "test"):
+            by_rel[tf.rel(project, node["path"])] = node
+    picked = []
+    for rel in changed:
+        node = by_rel.get(rel)
+        if node is None or not rel.endswith(NODE_FILES):
+            return None
+        if node["t"] == "test" and node.get("test_type") != "singular":
+            return None
+        picked.append(node["path"])
+    return sorted(set(picked))
+
+
+def argv_for(
+    exe: str,
+    tf: Transformer,
+    cfg: dict[str, Any],
+    full_refresh: bool,
+    only: list[str] | None = None,
+) -> list[str]:
     command = cfg.get("command", "build")
     argv = [exe, command]
     if tf.target:
@@ -34,6 +74,8 @@ def argv_for(exe: str, tf: Transformer, cfg: dict[str, Any], full_refresh: bool)
         argv += ["--vars", json.dumps(variables, sort_keys=True)]
     select = _config.as_list(cfg.get("select"))
     exclude = _config.as_list(cfg.get("exclude"))
+    if only:
+        select = [f"path:{p}+" + (f",{s}" if s else "") for p in only for s in select or [""]]
     if select:
         argv += ["--select", *select]
     if exclude:
@@ -49,7 +91,14 @@ def run_step(ctx: StepContext) -> StepResult:
     project, step = ctx.project, ctx.step
     tf, info = step_info(project, step)
     exe = toolenv.executable_path(project, tf.spec())
-    argv = argv_for(exe, tf, step.target.config, ctx.full_refresh)
+    cfg = step.target.config
+    only = None
+    if not cfg.get("full_refresh"):
+        uids = step_uids(project, step)[2] or []
+        only = changed_nodes(project, tf, info, uids, getattr(ctx, "changed_inputs", None))
+    if only:
+        ctx.log(f"only what changed, and what depends on it: {', '.join(only)}")
+    argv = argv_for(exe, tf, cfg, ctx.full_refresh, only)
     env = _config.dbt_env(project, tf, ctx.env)
     lines: list[str] = []
     with _manifest.project_lock(project, tf):
