@@ -308,10 +308,12 @@ class WatchMap:
         except OSError:
             return out
         for e in entries:
-            if not e.is_dir(follow_symlinks=False) or e.name in IGNORED_DIRS:
+            if e.name in IGNORED_DIRS or not e.is_dir():
                 continue
             if e.name in self.top_dirs or "*" in self.top_dirs:
-                out.add(e.name)
+                out.add(e.name)  # holds inputs: watched even if a symlink or git-ignored
+                continue
+            if e.is_symlink():
                 continue
             if e.name in DBT_WRITTEN_DIRS and (self.root / "dbt_project.yml").exists():
                 continue

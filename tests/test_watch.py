@@ -433,6 +433,19 @@ def test_dbt_model_edit_reruns_that_model_and_what_its_output_changes(project, t
         line = w.wait_for(r"^watch: cycle 3 ", timeout=900)
         assert "ok" in line and "re-ran staging, marts, report" in line, w.output()
         assert "skipped raw" in line
+
+        # A dbt compile error fails a step (which one is the dbt plugin's call: dbt refuses to
+        # parse the whole project), with dbt's words; the watch waits for the fix.
+        path = project.root / marts
+        good = path.read_text()
+        path.write_text(good.replace("ref('stg_orders')", "ref('stg_ordrs')"))
+        line = w.wait_for(r"^watch: cycle 4 ", timeout=600)
+        assert "FAILED" in line and "failed " in line, w.output()
+        assert "depends on a node named 'stg_ordrs' which was not found" in w.output()
+        path.write_text(good)
+        line = w.wait_for(r"^watch: cycle 5 ", timeout=600)
+        assert " ok " in line and "failed" not in line, w.output()
+        assert w.proc.poll() is None
         assert w.interrupt() == 130
     finally:
         w.close()
