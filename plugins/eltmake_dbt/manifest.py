@@ -237,8 +237,11 @@ def load(
         return old
     if not parse:
         return None
+    echo = echo or _stderr
+    where = os.path.relpath(tf.project_dir, project.root)
+    echo(f"dbt: parsing {where}/ to learn what its targets select (its files changed) ...")
     with project_lock(project, tf):
-        info = _parse(project, tf, files, digest, echo or _stderr)
+        info = _parse(project, tf, files, digest, echo)
     if info.error and old is not None and old.nodes:
         # Keep the last good summary for lineage, so a broken model does not also drop the
         # inferred edges (the step would then run before its sources are loaded).
