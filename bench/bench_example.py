@@ -61,7 +61,8 @@ def fresh_copy(tmp: Path, name: str) -> Path:
 
 
 def eltmake(root: Path, env: dict[str, str], *args: str) -> float:
-    return run([sys.executable, "-m", "eltmake", *args, "--plain", "-C", str(root)], root, env)
+    plain = ["--plain"] if args[0] == "build" else []
+    return run([sys.executable, "-m", "eltmake", *args, *plain, "-C", str(root)], root, env)
 
 
 def toggle_edit(root: Path) -> None:

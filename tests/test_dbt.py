@@ -285,3 +285,62 @@ def test_dbt_errors_become_one_headline(output: str, headline: str) -> None:
     got, tail = manifest.error_summary(output.splitlines())
     assert got == headline
     assert all("\x1b" not in line and not line.startswith("19:20") for line in tail)
+
+
+# --- partial runs and empty selections, over a hand-made manifest summary ------------------------
+
+
+def _summary() -> manifest.Info:
+    def node(t, name, path, parents=(), folder="marts", **kw):
+        return {
+            "t": t,
+            "name": name,
+            "fqn": ["shop", folder, name],
+            "path": path,
+            "parents": list(parents),
+            "macros": [],
+            **kw,
+        }
+
+    return manifest.Info(
+        digest="d",
+        files={},
+        project_name="shop",
+        nodes={
+            "model.shop.a": node("model", "a", "models/marts/a.sql"),
+            "model.shop.b": node("model", "b", "models/marts/b.sql", ["model.shop.a"]),
+            "test.shop.t": node(
+                "test", "t", "models/marts/_m.yml", ["model.shop.a"], test_type="generic"
+            ),
+        },
+    )
+
+
+def test_only_edited_model_files_narrow_a_run() -> None:
+    from types import SimpleNamespace
+
+    from eltmake_dbt import run
+
+    root = Path("/p")
+    proj = SimpleNamespace(root=root)
+    tf = dbt_config.Transformer("dbt", PIN, "dbt", root / "transform", None, "w.duckdb", None)
+    info, uids = _summary(), ["model.shop.a", "model.shop.b", "test.shop.t"]
+    assert run.changed_nodes(proj, tf, info, uids, ["transform/models/marts/b.sql"]) == [
+        "models/marts/b.sql"
+    ]
+    # A YAML file (tests, configs) or a macro may touch any node: run everything.
+    assert run.changed_nodes(proj, tf, info, uids, ["transform/models/marts/_m.yml"]) is None
+    assert run.changed_nodes(proj, tf, info, uids, ["transform/macros/m.sql"]) is None
+    assert run.changed_nodes(proj, tf, info, uids, None) is None
+    argv = run.argv_for("dbt", tf, {"select": "marts"}, False, ["models/marts/b.sql"])
+    assert argv == ["dbt", "build", "--select", "path:models/marts/b.sql+,marts"]
+
+
+def test_a_selection_that_matches_nothing_fails_with_a_hint() -> None:
+    from eltmake_dbt import run
+
+    data = {"select": ["mart"], "command": "build", "transformer": "dbt", "exclude": []}
+    assert select.resolve(_summary(), Path("/nowhere"), ["mart"], [], "build") == []
+    message = run.nothing_selected("marts", _summary(), data)
+    assert message.startswith("marts: select 'mart' matches no node that dbt build runs")
+    assert "(did you mean 'marts'?)" in message

@@ -34,7 +34,7 @@ def infer(project: Project) -> list[tuple[str, str, str]]:
         selected: dict[str, list[str]] = {}
         for t in targets:
             step = _transform.make_step(project, t)
-            selected[t.name] = _transform.selection(project, tf, info, step.data)
+            selected[t.name] = _transform.selection(project, tf, info, step.data) or []
         builders: dict[str, str] = {}  # node → the target that builds it
         for name, uids in selected.items():
             for uid in uids:

@@ -92,9 +92,11 @@ def run_step(ctx: StepContext) -> StepResult:
     tf, info = step_info(project, step)
     exe = toolenv.executable_path(project, tf.spec())
     cfg = step.target.config
+    uids = step_uids(project, step)[2]
+    if uids == []:
+        raise StepError(nothing_selected(step.name, info, step.data))
     only = None
-    if not cfg.get("full_refresh"):
-        uids = step_uids(project, step)[2] or []
+    if uids and not cfg.get("full_refresh"):
         only = changed_nodes(project, tf, info, uids, getattr(ctx, "changed_inputs", None))
     if only:
         ctx.log(f"only what changed, and what depends on it: {', '.join(only)}")
@@ -130,6 +132,21 @@ def run_step(ctx: StepContext) -> StepResult:
         uids = step_uids(project, step)[2] or []
         fingerprint = output_fingerprint(project, tf, info, uids, ctx)
     return StepResult(fingerprint=fingerprint, stats=stats, message=_summary(stats))
+
+
+def nothing_selected(name: str, info: Info, data: dict[str, Any]) -> str:
+    """A selection that matches nothing is a typo more often than not: say so, with a hint."""
+    from eltmake.errors import did_you_mean
+
+    words = [w for w in data["select"] if ":" not in w]
+    names = {n["name"] for n in info.nodes.values()}
+    names |= {part for n in info.nodes.values() for part in n.get("fqn", [])[1:-1]}
+    hint = next((h for w in words if (h := did_you_mean(w.strip("+@"), names))), "")
+    return (
+        f"{name}: select {' '.join(data['select']) or '(all)'!r} matches no node that dbt "
+        f"{data['command']} runs{hint}; `eltmake invoke {data['transformer']} -- ls --select ...` "
+        "shows what a selector matches"
+    )
 
 
 def run_stats(tf: Transformer) -> dict[str, Any]:

@@ -55,9 +55,11 @@ def step_transformer(project: Project, step: Step) -> Transformer:
     return tf
 
 
-def selection(project: Project, tf: Transformer, info: Info, data: dict[str, Any]) -> list[str]:
+def selection(
+    project: Project, tf: Transformer, info: Info, data: dict[str, Any]
+) -> list[str] | None:
     """The unique ids the step's dbt command runs: resolved here, else asked of ``dbt ls`` once
-    per project digest (cached in the summary)."""
+    per project digest (cached in the summary). None when dbt refused the selector."""
     command, select, exclude = data["command"], data["select"], data["exclude"]
     found = _select.resolve(info, tf.project_dir, select, exclude, command)
     if found is not None:
@@ -66,14 +68,15 @@ def selection(project: Project, tf: Transformer, info: Info, data: dict[str, Any
     if key in info.selections:
         return info.selections[key]
     found = _dbt_ls(project, tf, select, exclude, command)
-    info.selections[key] = found
-    _manifest.save(project, tf, info)
+    if found is not None:
+        info.selections[key] = found
+        _manifest.save(project, tf, info)
     return found
 
 
 def _dbt_ls(
     project: Project, tf: Transformer, select: list[str], exclude: list[str], command: str
-) -> list[str]:
+) -> list[str] | None:
     exe = _manifest.executable(project, tf, _manifest._stderr)
     argv = [exe, "--quiet", "ls", *_manifest.base_args(tf), "--output", "json"]
     argv += ["--output-keys", "unique_id"]
@@ -87,7 +90,7 @@ def _dbt_ls(
             argv, cwd=tf.project_dir, env=env, capture_output=True, text=True, errors="replace"
         )
     if proc.returncode != 0:
-        return []  # the step runs (its key holds every file) and shows dbt's error then
+        return None  # the step's key holds every file; its run shows dbt's error
     types = _select.COMMAND_TYPES[command]
     out = []
     for line in proc.stdout.splitlines():
@@ -170,7 +173,8 @@ def step_info(project: Project, step: Step) -> tuple[Transformer, Info]:
 
 
 def step_uids(project: Project, step: Step) -> tuple[Transformer, Info, list[str] | None]:
-    """The step's transformer, manifest summary and selected nodes (None: dbt could not parse)."""
+    """The step's transformer, manifest summary and selected nodes (None: unknown, because dbt
+    could not parse the project or refused the selector)."""
     tf, info = step_info(project, step)
     if info.error:
         return tf, info, None
@@ -183,7 +187,7 @@ def step_uids(project: Project, step: Step) -> tuple[Transformer, Info, list[str
 def inputs(project: Project, step: Step) -> list[str]:
     """The files in the step's key, relative to the eltmake project root."""
     tf, info, uids = step_uids(project, step)
-    # Unknown selection (dbt could not parse): every file, so that the fix re-runs the step.
+    # Unknown selection: every file, so that the fix re-runs the step.
     rels = set(info.files) if uids is None else files_of(info, uids)
     out = [tf.rel(project, r) for r in sorted(rels)]
     if tf.profiles_dir is not None:
