@@ -6,7 +6,7 @@ same data, with the same installed tools and the same catalog:
 * raw:     ``tap-jsonl --config … --catalog … | TARGET --config …`` in bash with pipefail;
 * eltmake: ``eltmake build -B`` of one extract target, its state cleared first (untimed) so that
   no state is passed, like the raw pipe, with eltmake's own peak RSS (its process only:
-  ``ru_maxrss`` of RUSAGE_SELF, written by a wrapper at exit; the tap and target are not counted).
+  VmHWM from /proc/self/status, written by a wrapper at exit; the tap and target are not counted).
   eltmake's own modules are byte-compiled first (``compileall``), as a wheel install does and as
   the tools' environments are: under PYTHONDONTWRITEBYTECODE an editable checkout would otherwise
   recompile eltmake on every start;
@@ -45,8 +45,11 @@ import resource, sys
 from eltmake.cli import main
 code = main(sys.argv[1:])
 ru = resource.getrusage(resource.RUSAGE_SELF)
+# VmHWM, not ru_maxrss: Linux carries the pre-exec high-water mark (the parent's, copied at fork)
+# into ru_maxrss, so a big parent (this bench, after a DuckDB query) would inflate it.
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
 with open(sys.argv[0] + ".rss", "w") as f:
-    f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
+    f.write(f"{hwm} {ru.ru_utime + ru.ru_stime}")
 sys.exit(code)
 """
 
