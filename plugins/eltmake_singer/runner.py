@@ -47,6 +47,7 @@ READ_SIZE = 64 * 1024
 GATHER_S = 0.02  # a fast tap fills ~300 KB of the 1 MiB pipe meanwhile: it never waits on us
 PIPE_SIZE = 1024 * 1024
 TAIL = 20
+STDERR_LINE_MAX = 64 * 1024
 STOP_GRACE_S = 3.0
 PROGRESS_EVERY_S = 0.5
 POLL_S = 0.1  # checks for timeouts, cancellation and stop deadlines; exits wake us at once
@@ -222,7 +223,9 @@ class Pipeline:
 
     def _drain_stderr(self, tool: Tool) -> None:
         assert tool.proc and tool.proc.stderr
-        for raw in iter(tool.proc.stderr.readline, b""):
+        stderr = tool.proc.stderr
+        # Bounded reads: a tool that writes megabytes without a newline cannot fill our memory.
+        for raw in iter(lambda: stderr.readline(STDERR_LINE_MAX), b""):
             line = self.redact(raw.decode("utf-8", "replace").rstrip())
             if line:
                 tool.tail.append(line)
