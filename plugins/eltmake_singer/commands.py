@@ -74,6 +74,12 @@ def _tool_or_error(project: Project, name: str, tables: tuple[str, ...] = tuple(
     for table in tables:
         if name in project.tables.get(table, {}):
             return tool(project, table, name)
+    other = next((t for t in ROLES if name in project.tables.get(t, {})), None)
+    if other:
+        raise ConfigError(
+            f"{project.file.name}: {name!r} is {'an' if other == 'extractors' else 'a'} "
+            f"{ROLES[other]}, not an {ROLES[tables[0]]}; this command takes an extractor"
+        )
     known = sorted(n for t in tables for n in project.tables.get(t, {}))
     roles = [ROLES[t] for t in tables]
     what = roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} or {roles[-1]}"
