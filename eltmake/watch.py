@@ -147,6 +147,11 @@ def glob_regex(pattern: str) -> str:
     return "".join(out)
 
 
+def _under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (``""`` is the root)."""
+    return not folder or path == folder or path.startswith(folder + "/")
+
+
 def _norm(rel: str) -> str:
     rel = os.path.normpath(rel).replace(os.sep, "/")
     return "" if rel == "." else rel
@@ -213,6 +218,9 @@ class WatchMap:
     outputs: set[str] = field(default_factory=set)
     config: set[str] = field(default_factory=set)
     top_dirs: set[str] = field(default_factory=set)  # first folders of inputs: always watched
+    # (folder part of each pattern before any glob character, step): a folder created at or
+    # above it may already hold inputs the notifier did not see being written.
+    prefixes: list[tuple[str, str, str, bool]] = field(default_factory=list)  # + pattern, **
     succs: dict[str, list[str]] = field(default_factory=dict)
     gitignore: GitIgnore | None = None
     loaded: bool = False  # False until a project has loaded: then any edit retries the load
@@ -224,6 +232,9 @@ class WatchMap:
             if pat is None:
                 continue
             first = pat.split("/", 1)[0]
+            static = re.split(r"[*?\[]", pat, maxsplit=1)[0]
+            folder = static.rsplit("/", 1)[0] if "/" in static else ""
+            self.prefixes.append((folder, name, pat, "**" in pat))
             if _GLOB_CHARS.isdisjoint(pat):
                 self.literal.setdefault(pat, set()).add(name)
                 if "/" in pat:
@@ -268,6 +279,18 @@ class WatchMap:
                 steps.add(name)
         if steps:
             return "input", steps
+        if kind == ADDED and os.path.isdir(path):
+            # A new folder is watched from the moment it appears, so files written into it
+            # right away (mkdir -p x && cp … x/) may never be reported: build if it may hold
+            # inputs, and let the cache decide.
+            steps = {
+                n
+                for pre, n, pat, deep in self.prefixes
+                if pat not in self.outputs  # another step's output: that step's run decides
+                and ((pre and _under(pre, rel)) or (deep and _under(rel, pre)))
+            }
+            if steps:
+                return "input", steps
         if self.gitignore is not None and self.gitignore.ignored(rel):
             return None
         if not self.loaded:

@@ -351,6 +351,27 @@ def test_a_project_file_edit_during_a_build_cancels_only_the_redefined_step(proj
     assert project.read("log.txt").split() == ["other"]
 
 
+def test_a_folder_created_with_its_inputs_in_it(project, watch):
+    project.toml(
+        """
+        [targets.late]
+        run = "cat later/deep/*.txt > late.out"
+        inputs = ["later/**/*.txt"]
+        outputs = ["late.out"]
+        """
+    )
+    w = watch()
+    line = w.wait_for(r"^watch: cycle 1 ")  # nothing to read yet: cat fails
+    assert "FAILED" in line
+    # The folder and the file appear at once, before the watch can watch the new folder.
+    (project.root / "later/deep").mkdir(parents=True)
+    (project.root / "later/deep/x.txt").write_text("here\n")
+    line = w.wait_for(r"^watch: cycle 2 ")
+    assert "ok" in line and "re-ran late" in line, w.output()
+    assert project.read("late.out") == "here\n"
+    assert w.interrupt() == 130
+
+
 def test_json_events_per_cycle(project):
     three(project)
     w = Watcher(project.root, "--json")
@@ -525,3 +546,20 @@ def test_classify_ignores_what_builds_write(tmp_path):
     assert c("transform/models/b.sql", ADDED) == ("input", {"marts"})
     assert c("transform/models/b.sql", DELETED) == ("input", {"marts"})
     assert c("transform/models/b.sql", MODIFIED) is None
+    # a folder that appears where inputs may be: its files may have been written before the
+    # notifier watched it
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    assert c("data", ADDED) == ("input", {"orders"})
+    assert c("elsewhere", ADDED) is None
+
+
+def test_declared_inputs_are_watched_even_if_git_ignored(tmp_path):
+    (tmp_path / ".gitignore").write_text("data/\nscratch/\n")
+    for d in ("data", "scratch", "src"):
+        (tmp_path / d).mkdir()
+    wm = WatchMap(root=tmp_path, loaded=True, gitignore=GitIgnore(tmp_path))
+    wm.add_inputs("orders", ["data/orders.jsonl"], from_plugin=False)
+    assert wm.classify(MODIFIED, str(tmp_path / "data/orders.jsonl")) == ("input", {"orders"})
+    assert wm.classify(MODIFIED, str(tmp_path / "data/other.jsonl")) is None
+    assert wm.watched_top_dirs() == {"data", "src"}
