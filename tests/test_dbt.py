@@ -344,3 +344,18 @@ def test_a_selection_that_matches_nothing_fails_with_a_hint() -> None:
     message = run.nothing_selected("marts", _summary(), data)
     assert message.startswith("marts: select 'mart' matches no node that dbt build runs")
     assert "(did you mean 'marts'?)" in message
+
+
+def test_plain_sql_edits_keep_the_manifests_shape(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "m.sql"
+    model.parent.mkdir()
+    model.write_text("select id from {{ ref('a') }}\n")
+    before = manifest.file_digests(tmp_path, {})
+    model.write_text("-- a comment\nselect id, 1 as one from {{ ref('a') }}\n")
+    after = manifest.file_digests(tmp_path, before)
+    assert after["models/m.sql"][3] != before["models/m.sql"][3]  # content changed
+    assert manifest.same_shape(before, after)  # no parse needed
+    model.write_text("select id from {{ ref('b') }}\n")
+    assert not manifest.same_shape(before, manifest.file_digests(tmp_path, before))
+    (tmp_path / "models" / "schema.yml").write_text("version: 2\n")
+    assert not manifest.same_shape(before, manifest.file_digests(tmp_path, before))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from eltmake.project import Project
     from eltmake_dbt.config import Transformer
 
-INFO_VERSION = 2
+INFO_VERSION = 3
 SKIP_DIRS = {"target", "logs", "__pycache__", "node_modules", "venv", ".venv"}
 SKIP_FILES = {".DS_Store", ".user.yml", "package-lock.yml.tmp"}
 RACY_S = 2.0
@@ -65,7 +65,7 @@ class Info:
     """
 
     digest: str
-    files: dict[str, list]  # rel → [size, mtime_ns, ino, content digest]
+    files: dict[str, list]  # rel → [size, mtime_ns, ino, content digest, shape digest]
     project_name: str = ""
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     macros: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -114,33 +114,58 @@ def walk(project_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
                 yield rel, e.stat()
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+_JINJA = re.compile(rb"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def _digests(path: Path) -> tuple[str, str | None]:
+    """The file's content digest, and its *shape*: what of it can change dbt's manifest.
+
+    dbt learns a SQL model's refs, sources, config and macros from its Jinja only, so the shape of
+    a ``.sql`` file is the digest of its Jinja blocks: an edit to plain SQL text (a column, a
+    join, a ``--`` comment) leaves it, and the manifest, as they were. A seed's rows never reach
+    the manifest. Any other file has no shape (None): its edit always means a parse.
+    """
+    data = path.read_bytes()
+    content = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if path.suffix == ".sql":
+        jinja = b"\0".join(_JINJA.findall(data))
+        return content, hashlib.blake2b(jinja, digest_size=16).hexdigest()
+    if path.suffix == ".csv":
+        return content, "csv"
+    return content, None
 
 
 def file_digests(project_dir: Path, old: dict[str, list]) -> dict[str, list]:
-    """{rel: [size, mtime_ns, ino, digest]}; unchanged stats reuse the recorded digest."""
+    """{rel: [size, mtime_ns, ino, digest, shape]}; unchanged stats reuse the recorded digests."""
     now = time.time()
     out: dict[str, list] = {}
     for rel, st in walk(project_dir):
         sig = [st.st_size, st.st_mtime_ns, st.st_ino]
         prev = old.get(rel)
-        if prev is not None and prev[:3] == sig and prev[3]:
+        if prev is not None and prev[:3] == sig and prev[3] and len(prev) == 5:
             out[rel] = prev
             continue
         try:
-            d = _hash_file(project_dir / rel)
+            d, shape = _digests(project_dir / rel)
         except OSError:
             continue
         # A file written this very moment may change again within the same mtime tick: keep
         # no stat for it, so that the next walk reads it again ("racy git").
         racy = now - st.st_mtime_ns / 1e9 < RACY_S
-        out[rel] = [-1, -1, -1, d] if racy else [*sig, d]
+        out[rel] = [-1, -1, -1, d, shape] if racy else [*sig, d, shape]
     return out
+
+
+def same_shape(old: dict[str, list], new: dict[str, list]) -> bool:
+    """True when the files differ only in content dbt's manifest does not see (see _digests):
+    the same files, and every changed one a ``.sql`` file with the same Jinja or a seed."""
+    if old.keys() != new.keys():
+        return False
+    for rel, entry in new.items():
+        before = old[rel]
+        if before[3] != entry[3] and (entry[4] is None or len(before) < 5 or before[4] != entry[4]):
+            return False
+    return True
 
 
 def project_digest(project: Project, tf: Transformer, files: dict[str, list]) -> str:
@@ -232,6 +257,20 @@ def load(
         if old.files != files:
             old.files = files
             save(project, tf, old)
+        with _memo_lock:
+            _memo[key] = old
+        return old
+    if (
+        old is not None
+        and not old.error
+        and old.nodes
+        and same_shape(old.files, files)
+        and project_digest(project, tf, old.files) == old.digest
+    ):
+        # Only plain SQL text or seed rows changed: the summary stands; dbt need not parse.
+        # (Answers of `dbt ls` are dropped: a `state:` selector may see the edit.)
+        old.digest, old.files, old.selections = digest, files, {}
+        save(project, tf, old)
         with _memo_lock:
             _memo[key] = old
         return old
