@@ -491,6 +491,7 @@ class _Cycle:
     error: str = ""
     new_map: WatchMap | None = None
     thread: threading.Thread | None = None
+    reporter: _CycleReporter | None = None
 
     running: set[str] = field(default_factory=set)  # kept by the cycle's reporter
 
@@ -570,6 +571,10 @@ class Watch:
 
     def say(self, text: str, style: str = "") -> None:
         """A line of the watch's own (on the terminal: bold/red/yellow; plain elsewhere)."""
+        cycle = self.cycle
+        if cycle is not None and cycle.reporter is not None and cycle.reporter.open:
+            cycle.reporter.message(text)  # through the build's display, not across its live panel
+            return
         with self._out_lock:
             if self.tty and style:
                 self.human.write(f"\033[{style}m{text}\033[0m\n")
@@ -864,6 +869,7 @@ class Watch:
         reporter = _CycleReporter(
             make_reporter(self.args.json, self.args.verbose, self.args.plain), cycle
         )
+        cycle.reporter = reporter
         lock = ProjectLock(cycle.project.state_dir)
         sched = None
         try:
