@@ -472,6 +472,70 @@ def test_dbt_model_edit_reruns_that_model_and_what_its_output_changes(project, t
         w.close()
 
 
+PROBE_PLUGIN = """
+import json
+
+from eltmake import hookimpl
+from eltmake.errors import StepError
+from eltmake.step import RecipeSpec, Step, StepResult
+
+
+@hookimpl
+def eltmake_add_recipes():
+    return [RecipeSpec(kind="probe", marker="probe", keys={"probe": (str,)})]
+
+
+@hookimpl
+def eltmake_make_step(project, target):
+    if target.kind == "probe":
+        return Step(name=target.name, kind="probe", target=target, inputs=target.inputs)
+
+
+@hookimpl
+def eltmake_run_step(ctx):
+    if ctx.step.kind != "probe":
+        return None
+    with open(ctx.root / "seen.jsonl", "a") as f:
+        f.write(json.dumps(ctx.changed_inputs) + "\\n")
+    if (ctx.root / "fail").exists():
+        raise StepError("asked to fail")
+    return StepResult()
+"""
+
+
+def test_changed_inputs_tells_a_step_what_moved_since_its_last_recorded_run(project):
+    """The field a partial runner (dbt: edited models and descendants) reads; edits across a
+    failed run add up."""
+    project.write("plugins/probe.py", PROBE_PLUGIN)
+    project.toml(
+        """
+        [targets.p]
+        probe = "v1"
+        inputs = ["a.txt", "b.txt"]
+        """
+    )
+    project.write("a.txt", "1")
+    project.write("b.txt", "1")
+
+    def seen() -> list:
+        return [json.loads(line) for line in project.read("seen.jsonl").splitlines()]
+
+    project.run("build", check=True)
+    project.write("a.txt", "2")
+    project.run("build", check=True)
+    (project.root / "fail").write_text("")
+    project.write("b.txt", "2")
+    project.run("build", check=1)
+    (project.root / "fail").unlink()
+    project.write("a.txt", "3")
+    project.run("build", check=True)
+    project.run("build", "--force", "p", check=True)
+    project.toml('[targets.p]\nprobe = "v2"\ninputs = ["a.txt", "b.txt"]\n')
+    project.write("a.txt", "4")
+    project.run("build", check=True)
+    assert seen() == [None, ["a.txt"], ["b.txt"], ["a.txt", "b.txt"], None, None]
+
+
 # --- the pieces ------------------------------------------------------------------------------
 
 
