@@ -372,6 +372,32 @@ def test_a_folder_created_with_its_inputs_in_it(project, watch):
     assert w.interrupt() == 130
 
 
+def test_the_edited_target_starts_first(project, watch):
+    """With one worker, the target an edit touched is decided and started before the others
+    that are out of date too (here: `freshness = "always"`), whatever their place in the order."""
+    project.toml(
+        """
+        [targets.a_always]
+        run = "true"
+        freshness = "always"
+
+        [targets.z_edited]
+        run = "true"
+        inputs = ["z.txt"]
+        """
+    )
+    project.write("z.txt", "1")
+    w = watch("-j", "1", "a_always", "z_edited")
+    w.wait_for(r"^watch: cycle 1 ok")
+    edit(project.root / "z.txt", "2")
+    w.wait_for(r"^watch: changed: z.txt$")
+    first = w.wait_for(r"^run\s")
+    assert first.split()[1] == "z_edited", w.output()
+    line = w.wait_for(r"^watch: cycle 2 ")
+    assert "re-ran a_always, z_edited" in line
+    assert w.interrupt() == 130
+
+
 def test_json_events_per_cycle(project):
     three(project)
     w = Watcher(project.root, "--json")
