@@ -325,6 +325,20 @@ def test_an_edit_cancels_the_affected_running_step_and_leaves_no_orphan(project,
     assert "watch: interrupted" in w.output()
 
 
+def test_sigterm_stops_like_ctrl_c(project, watch):
+    project.toml(
+        """
+        [targets.slow]
+        run = "sleep 300 & echo $! > child.txt; wait"
+        """
+    )
+    w = watch()
+    child = _wait_pid(project.root / "child.txt")
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(timeout=WAIT) == 130
+    assert _wait_gone(child), "SIGTERM left the step's grandchild running"
+
+
 def test_a_project_file_edit_during_a_build_cancels_only_the_redefined_step(project, watch):
     toml = """
         [targets.slow]
