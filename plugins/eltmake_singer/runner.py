@@ -31,6 +31,7 @@ import collections
 import fcntl
 import json
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -45,6 +46,7 @@ from eltmake_singer.messages import BadOutput, MessageScanner
 
 READ_SIZE = 64 * 1024
 GATHER_S = 0.02  # a fast tap fills ~300 KB of the 1 MiB pipe meanwhile: it never waits on us
+GATHER_STEPS = 4
 PIPE_SIZE = 1024 * 1024
 TAIL = 20
 STDERR_LINE_MAX = 64 * 1024
@@ -235,6 +237,8 @@ class Pipeline:
         """Producer stdout → checks → queue. Keeps reading after a failure so no one blocks."""
         producer = self.producers[-1]
         failed = False
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
         try:
             while True:
                 data = os.read(fd, READ_SIZE)
@@ -242,8 +246,12 @@ class Pipeline:
                     break
                 if len(data) < READ_SIZE // 2:
                     # We keep up with the tap: let a batch gather in the (1 MiB) pipe instead of
-                    # paying every per-block cost for each line it writes.
-                    time.sleep(GATHER_S)
+                    # paying every per-block cost for each line it writes; stop waiting as soon
+                    # as the tap has closed its output, so that the end is not delayed.
+                    for _ in range(GATHER_STEPS):
+                        time.sleep(GATHER_S / GATHER_STEPS)
+                        if any(ev & select.POLLHUP for _, ev in poller.poll(0)):
+                            break
                 if failed:
                     continue
                 try:
