@@ -21,6 +21,7 @@ How it is put together, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -406,10 +407,9 @@ class _Notifiers:
     folders); each top-level folder that may hold inputs is watched recursively.
     """
 
-    def __init__(self, root: Path, q: queue.Queue, debug: bool):
+    def __init__(self, root: Path, q: queue.Queue):
         self.root = root
         self.q = q
-        self.debug = debug
         self.active: dict[str, threading.Event] = {}
         self.step_ms = NOTIFY_STEP_MS
 
@@ -550,7 +550,7 @@ class Watch:
         self.tty = not args.plain and self.human.isatty()
         self.map = WatchMap(root=self.root)
         self.map.gitignore = GitIgnore(self.root)
-        self.notifiers = _Notifiers(self.root, self.q, args.debug)
+        self.notifiers = _Notifiers(self.root, self.q)
         self.project: Project | None = None
         self.graph: Graph | None = None
         self.order: list[str] = []
@@ -837,8 +837,6 @@ class Watch:
             )
             self.say(f"watch: changed: {shown}", "1")
         self.event({"event": "watch_cycle", "cycle": self.cycles, "changed": changed})
-        import dataclasses
-
         opts = dataclasses.replace(self.opts, first=first)
         cycle = _Cycle(
             self.cycles,
