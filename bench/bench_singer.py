@@ -264,7 +264,11 @@ class Bench:
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
             "MELTANO_DISABLE_TRACKING": "true",
         }
-        if not (self.mproj / ".meltano" / "extractors" / "tap-jsonl").exists():
+        plugins = self.mproj / ".meltano"
+        if not all(
+            (plugins / kind / name).exists()
+            for kind, name in (("extractors", "tap-jsonl"), ("loaders", self.mloader))
+        ):
             print("meltano install (its own plugin environments) ...", flush=True)
             sh([self.meltano, "install"], cwd=self.mproj, env=self.menv)
 
