@@ -330,9 +330,10 @@ class Scheduler:
         except Cancelled as e:
             return self._fail(name, Outcome("cancelled", str(e) or "cancelled", duration))
         except StepError as e:
-            status = "cancelled" if run.ctx.cancelled.is_set() else "failed"
+            if run.ctx.cancelled.is_set():  # "killed by signal 15" is our own doing: not news
+                return self._fail(name, Outcome("cancelled", run.reason, duration))
             return self._fail(
-                name, Outcome(status, run.reason, duration, error=str(e), tail=e.tail)
+                name, Outcome("failed", run.reason, duration, error=str(e), tail=e.tail)
             )
         except ConfigError as e:
             return self._fail(name, Outcome("failed", run.reason, duration, error=str(e)))
@@ -382,7 +383,8 @@ class Scheduler:
         self._emit(name, outcome)
         if outcome.status == "cancelled" and self.status == "interrupted":
             return
-        self.status = "failed"
+        if self.status != "interrupted":  # an interrupt stays an interrupt
+            self.status = "failed"
         # Everything below a failed step is upstream_failed; breadth first so events read in order.
         todo = list(self.succs[name])
         while todo:
