@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 INFO_VERSION = 3
 SKIP_DIRS = {"target", "logs", "__pycache__", "node_modules", "venv", ".venv"}
-SKIP_FILES = {".DS_Store", ".user.yml", "package-lock.yml.tmp"}
+# What dbt reads: SQL and Python models, macros, YAML, seeds, docs. Anything else (a DuckDB file,
+# a notebook) is left out, so a dbt project at the root of the eltmake project still works.
+DBT_SUFFIXES = (".sql", ".py", ".yml", ".yaml", ".csv", ".md", ".jinja", ".jinja2", ".j2")
 RACY_S = 2.0
 TAIL = 25
 # Node types whose file and parents matter for what a selection runs.
@@ -104,13 +106,13 @@ def walk(project_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
         except OSError:
             continue
         for e in entries:
-            if e.name.startswith(".") and e.name != ".sqlfluff" or e.name in SKIP_FILES:
+            if e.name.startswith("."):
                 continue
             rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
             if e.is_dir(follow_symlinks=True):
                 if not (rel_dir == "" and e.name in SKIP_DIRS) and e.name != "__pycache__":
                     stack.append(rel)
-            elif e.is_file(follow_symlinks=True):
+            elif e.name.endswith(DBT_SUFFIXES) and e.is_file(follow_symlinks=True):
                 yield rel, e.stat()
 
 
@@ -192,7 +194,9 @@ _memo_lock = threading.Lock()
 
 
 def _info_file(project: Project, tf: Transformer) -> Path:
-    return tf.state_dir(project) / "info.json"
+    """One summary per ``--env``: switching environments (another profile) must not re-parse."""
+    env = f"-{project.env_name}" if project.env_name else ""
+    return tf.state_dir(project) / f"info{env}.json"
 
 
 def read_cached(project: Project, tf: Transformer) -> Info | None:
