@@ -169,7 +169,7 @@ class Harness:
             + textwrap.dedent(keys)
         )
 
-    def run(self, full_refresh: bool = False):
+    def run(self, full_refresh: bool = False, cancel_after: float | None = None):
         project = load_project(self.root, environ=dict(os.environ))
         target = project.targets["raw"]
         step = extract.make_step(project, target)
@@ -184,6 +184,14 @@ class Harness:
             progress=lambda text: None,
             procs=self.procs,
         )
+        if cancel_after is not None:  # as watch mode or Ctrl-C does: set the flag, stop children
+            import threading
+
+            def cancel() -> None:
+                ctx.cancelled.set()
+                self.procs.terminate(owner=ctx)
+
+            threading.Timer(cancel_after, cancel).start()
         result = extract.run_step(ctx)
         self.record = {"fingerprint": result.fingerprint}
         return result
@@ -345,6 +353,17 @@ def test_a_hanging_target_is_stopped_at_the_timeout(h):
     assert "fake-target (target) was still running after the timeout" in str(err.value) or (
         "fake-tap (tap) was still running" in str(err.value)
     )
+
+
+def test_cancellation_stops_every_tool_and_raises_cancelled(h):
+    from eltmake.errors import Cancelled
+
+    h.configure(tap={"n": 10, "fault": "hang", "at": 2})
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        h.run(cancel_after=1.0)
+    assert time.monotonic() - started < 20
+    assert h.procs.running() == []
 
 
 def test_secrets_never_reach_the_log(h):
