@@ -281,6 +281,10 @@ def load(
     if not parse:
         return None
     echo = echo or _stderr
+    # Install first, then take the digest again: it holds dbt's installed versions, and one
+    # taken before the install would not match the next build's (a second parse).
+    executable(project, tf, echo)
+    digest = project_digest(project, tf, files)
     where = os.path.relpath(tf.project_dir, project.root)
     echo(f"dbt: parsing {where}/ to learn what its targets select (its files changed) ...")
     with project_lock(project, tf):
