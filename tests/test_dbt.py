@@ -222,6 +222,26 @@ def test_unsupported_selectors_are_left_to_dbt(parsed) -> None:
 
 
 @pytest.mark.integration
+def test_an_unsupported_selector_is_asked_of_dbt_once_and_cached(parsed) -> None:
+    proj, tf, info = parsed
+    data = {"command": "run", "select": ["config.schema:marts"], "exclude": []}
+    found = transform.selection(proj, tf, info, data)
+    assert found == ["model.shop.dim_customers", "model.shop.fct_orders"]
+    cached = manifest.read_cached(proj, tf)
+    assert cached is not None and found in cached.selections.values()
+    # The second time, the answer comes from the summary: no dbt.
+    import eltmake_dbt.transform as t
+
+    calls = []
+    real, t._dbt_ls = t._dbt_ls, lambda *a: calls.append(a) or []
+    try:
+        assert transform.selection(proj, tf, info, data) == found
+    finally:
+        t._dbt_ls = real
+    assert calls == []
+
+
+@pytest.mark.integration
 def test_a_selection_keys_on_its_own_files_only(parsed) -> None:
     proj, tf, info = parsed
     marts = transform.files_of(info, select.resolve(info, tf.project_dir, ["marts"], [], "build"))
