@@ -155,9 +155,14 @@ def run_touch_forget(args: Any) -> int:
             parts, _ = step_parts(project, step, cache, upstream)
             outputs = output_snapshot(project, cache, step)
             old = cache.record(n) or {}
-            fp = old.get("fingerprint") or (
-                digest({k: v[2] for k, v in outputs.items()}) if step.outputs else key_of(parts)
-            )
+            # The fingerprint of what is there now: the outputs' digest, so the steps below re-run
+            # when the accepted outputs differ from what they last saw.
+            if step.outputs:
+                fp = digest({k: v[2] for k, v in outputs.items()})
+            elif old.get("key") == key_of(parts):
+                fp = old["fingerprint"]
+            else:
+                fp = key_of(parts)
             cache.put_record(
                 n,
                 {

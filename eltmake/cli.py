@@ -477,6 +477,10 @@ def cmd_runs(args) -> int:
         if args.json:
             print(json.dumps(steps, indent=2))
             return 0
+        if not steps and not any(r["id"] == args.run_id for r in store.runs(10**9)):
+            from eltmake.errors import ConfigError
+
+            raise ConfigError(f"no build #{args.run_id} in the history; `eltmake runs` lists them")
         if not steps:
             print(f"run {args.run_id}: no steps recorded")
         for s in steps:

@@ -11,8 +11,10 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -81,8 +83,35 @@ class PluginManager(pluggy.PluginManager):
             try:
                 self.register(module, name=name)
             except pluggy.PluginValidationError as e:
-                raise ConfigError(f"plugin {name!r} ({origin}): {e}") from e
+                msg = " ".join(str(e).split())
+                raise ConfigError(f"plugin {name!r} ({origin}): {msg}") from e
             self.origins[name] = origin
+
+    def check(self) -> None:
+        """Refuse a hook implementation whose name matches no hook (a typo would never fire)."""
+        from eltmake.errors import did_you_mean
+
+        known = [n for n, c in vars(self.hook).items() if c.spec is not None]
+        for name, caller in vars(self.hook).items():
+            if caller.spec is None and caller.get_hookimpls():
+                plugin = caller.get_hookimpls()[0].plugin_name
+                raise ConfigError(
+                    f"plugin {plugin!r} ({self.origins.get(plugin, '')}): {name} is not an "
+                    f"eltmake hook{did_you_mean(name, known)}; the hooks are in eltmake/hookspecs.py"
+                )
+
+    def notify(self, hook_name: str, warn: Callable[[str], None], **kwargs: Any) -> None:
+        """Call a lifecycle hook on every plugin; one plugin's failure is reported and the build
+        goes on (a broken Slack notifier must not stop a warehouse build, nor hide the others)."""
+        caller = getattr(self.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as e:
+                warn(
+                    f"warning: plugin {impl.plugin_name!r}: {hook_name} failed: "
+                    f"{type(e).__name__}: {e}"
+                )
 
     def describe(self) -> list[tuple[str, str, list[str]]]:
         """(name, origin, hooks it implements) for every plugin, for ``eltmake plugins``."""

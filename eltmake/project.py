@@ -64,6 +64,7 @@ class Project:
     targets: dict[str, Target]
     tables: dict[str, dict[str, Any]]
     environ: dict[str, str]
+    dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
     recipes: dict[str, RecipeSpec] = field(default_factory=dict)
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
@@ -108,7 +109,8 @@ def load_project(
     file = root / PROJECT_FILE
     data = read_toml(file, cache_dir=root / ".eltmake")
     env = dict(os.environ if environ is None else environ)
-    for k, v in read_dotenv(root / ".env").items():
+    dotenv = read_dotenv(root / ".env")
+    for k, v in dotenv.items():
         env.setdefault(k, v)  # the real environment wins over .env, as with every dotenv tool
     _put_own_bin_first(env)
 
@@ -132,6 +134,9 @@ def load_project(
             )
         data = deep_merge(data, overlay)
     data.pop("environments", None)
+    if not isinstance(data.get("project", {}), dict):
+        where = f"environments.{env_name}.project" if env_name else "project"
+        raise ConfigError(f"{file.name}: {where} must be a table")
     data = interpolate(data, env, file.name)
 
     if pm is None:
@@ -194,10 +199,12 @@ def load_project(
         targets=targets,
         tables={k: v for k, v in data.items() if k not in CORE_TABLES},
         environ=env,
+        dotenv=dotenv,
         env_name=env_name,
         recipes=recipes,
         pm=pm,
     )
+    pm.check()
     pm.hook.eltmake_validate_project(project=project)
     for edges in pm.hook.eltmake_infer_deps(project=project):
         for up, down, why in edges or []:
@@ -390,8 +397,16 @@ def _check_str_list(value: Any, fname: str, table: str, key: str) -> None:
             raise ConfigError(f"{fname}: {table}.{key}[{i}] must be a string, not {item!r:.40}")
 
 
+TARGET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
 def _make_target(name: str, t: Any, recipes: dict[str, RecipeSpec], fname: str) -> Target:
     where = f"targets.{name}"
+    if not TARGET_NAME.match(name):
+        raise ConfigError(
+            f"{fname}: targets.{name!r}: a target name is letters, digits, '_', '-' and '.', "
+            "starting with a letter, digit or '_' (it is used on the command line and in graphs)"
+        )
     if not isinstance(t, dict):
         raise ConfigError(f"{fname}: {where} must be a table ([targets.{name}]), not a value")
     markers = [spec for spec in recipes.values() if spec.marker in t]

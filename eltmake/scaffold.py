@@ -76,7 +76,12 @@ def init_project(directory: str, name: str | None) -> int:
     root = Path(directory).resolve()
     if (root / "eltmake.toml").exists():
         raise ConfigError(f"{root / 'eltmake.toml'} already exists; init writes a new project only")
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file; name a folder for the new project")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the folder {root}: {e.strerror}") from None
     files = {
         "eltmake.toml": PROJECT.format(name=name or root.name),
         "data/people.jsonl": DATA,
@@ -87,8 +92,11 @@ def init_project(directory: str, name: str | None) -> int:
         path = root / rel
         if path.exists():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as e:
+            raise ConfigError(f"cannot write {path}: {e.strerror}") from None
         print(f"created {rel}")
     print(f"\nnext: cd {directory} && eltmake build")
     return 0

@@ -117,12 +117,11 @@ class Scheduler:
 
     def run(self) -> str:
         """Build the selected targets; returns ``ok``, ``failed`` or ``interrupted``."""
-        hook = self.project.pm.hook
         if self.state is not None and not self.opts.dry_run:
             self.run_id = self.state.start_run(self.opts.command, self.order)
             self.build.run_id = self.run_id
         self.reporter.build_started(self.order, self.opts)
-        hook.eltmake_build_started(build=self.build)
+        self._notify("eltmake_build_started", build=self.build)
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="step")
         try:
             self._loop(pool)
@@ -132,6 +131,12 @@ class Scheduler:
             pool.shutdown(wait=True)
             for fut in list(self._running):
                 self._finish(fut)
+        except BaseException:  # a bug: still stop every child and close the run's record
+            self.cancel_all()
+            pool.shutdown(wait=True)
+            if self.run_id is not None:
+                self.state.finish_run(self.run_id, "failed")
+            raise
         finally:
             pool.shutdown(wait=True)
         for name in self.order:
@@ -148,7 +153,7 @@ class Scheduler:
             self.status = "failed"
         if self.run_id is not None:
             self.state.finish_run(self.run_id, self.status)
-        hook.eltmake_build_finished(build=self.build, status=self.status)
+        self._notify("eltmake_build_finished", build=self.build, status=self.status)
         self.reporter.build_finished(self.status, self.outcomes)
         return self.status
 
@@ -211,6 +216,11 @@ class Scheduler:
             elif not ready and runq and stopped:
                 return
 
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Lifecycle hooks; not on a dry run (a notifier must not announce a build that is not)."""
+        if not self.opts.dry_run:
+            self.project.pm.notify(hook_name, self.reporter.message, **kwargs)
+
     def _stopping(self) -> bool:
         """Start no more steps: interrupted, or a step failed and -k was not given."""
         return self.status == "interrupted" or (
@@ -227,11 +237,14 @@ class Scheduler:
             if built:
                 self.ran.add(name)
             status = ("would_run" if self.opts.dry_run else "built") if built else "skipped"
-            reason = (
-                f"aggregate: {len(built)} of {len(self.preds[name])} deps ran"
-                if built
-                else "up to date"
-            )
+            if not built:
+                reason = "up to date"
+            elif self.opts.dry_run:
+                reason = f"dependency {built[0]} would run" + (
+                    f" (and {len(built) - 1} more)" if len(built) > 1 else ""
+                )
+            else:
+                reason = f"aggregate: {len(built)} of {len(self.preds[name])} deps ran"
             self._emit(name, Outcome(status, reason))
             self._release(name)
             return None
@@ -291,7 +304,7 @@ class Scheduler:
             changed_inputs=self._changed_inputs(name, parts, rec),
         )
         self.reporter.step_started(name, reason)
-        self.project.pm.hook.eltmake_step_started(build=self.build, step=step)
+        self._notify("eltmake_step_started", build=self.build, step=step)
         fut = pool.submit(self._run_one, ctx)
         with self._lock:
             self._running[fut] = _Running(name, ctx, time.time(), parts, stats, reason)
@@ -416,5 +429,5 @@ class Scheduler:
                 outcome.error,
             )
         if step is not None:
-            self.project.pm.hook.eltmake_step_finished(build=self.build, step=step, outcome=outcome)
+            self._notify("eltmake_step_finished", build=self.build, step=step, outcome=outcome)
         self.reporter.step_finished(name, outcome)

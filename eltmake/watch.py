@@ -598,6 +598,7 @@ class Watch:
                 f"{self.root / PROJECT_FILE}: not found; run `eltmake init` to create a project "
                 "here, or pass -C DIR"
             )
+        self._check_command_line()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             self._open_stores()
@@ -619,6 +620,18 @@ class Watch:
                 self.cache.close()
             if self.state is not None:
                 self.state.close()
+
+    def _check_command_line(self) -> None:
+        """A target named on the command line that the project lacks is a usage error (exit 2),
+        unlike a project file that is broken mid-edit, which the watch waits out."""
+        from eltmake.graph import check_names
+        from eltmake.project import load_project
+
+        try:
+            project = load_project(self.root, env_name=self.args.env_name)
+        except ConfigError:
+            return  # the first cycle shows it and waits for the fix
+        check_names(project, list(self.targets) + list(getattr(self.args, "force", []) or []))
 
     def _open_stores(self) -> None:
         from eltmake.cache import Cache

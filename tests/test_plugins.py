@@ -119,3 +119,42 @@ def test_every_hook_is_documented():
         assert len(doc) > 40, (
             f"{hook.__name__} needs a docstring saying when it is called and what it returns"
         )
+
+
+def test_a_failing_notification_hook_does_not_stop_the_build(project):
+    project.write(
+        "plugins/bad_notify.py",
+        """
+        from eltmake import hookimpl
+
+        @hookimpl
+        def eltmake_step_finished(step):
+            raise ValueError("slack is down")
+        """,
+    )
+    project.toml('[targets.a]\nrun = "echo a > a.txt"\noutputs = ["a.txt"]\n')
+    proc = project.run("build", check=True)
+    assert (
+        "plugin 'project:bad_notify': eltmake_step_finished failed: ValueError: slack is down"
+        in proc.stdout
+    )
+    assert project.read("a.txt") == "a\n"
+    assert "ok" in project.run("runs", check=True).stdout.splitlines()[0]
+
+
+def test_a_misspelt_hook_is_refused(project):
+    project.write(
+        "plugins/typo.py",
+        """
+        from eltmake import hookimpl
+
+        @hookimpl
+        def eltmake_step_finishd(step):
+            pass
+        """,
+    )
+    project.toml('[targets.a]\nrun = "true"\n')
+    proc = project.run("build")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "eltmake_step_finishd is not an eltmake hook" in proc.stderr
+    assert "did you mean 'eltmake_step_finished'" in proc.stderr

@@ -170,3 +170,21 @@ def test_bad_dotenv_line(project):
     project.toml("[targets.a]\nrun = 'true'\n")
     project.write(".env", "GOOD=1\nthis is not an assignment\n")
     assert_one_line_error(project.run("build"), [".env:2", "KEY=value"])
+
+
+@pytest.mark.parametrize("name", ["a b", "x->y", 'q"uote', "-dash"])
+def test_bad_target_names(project, name):
+    project.toml(f'[targets."{name}"]\nrun = "true"\n'.replace('"q"uote"', "'q\"uote'"))
+    assert_one_line_error(project.run("list"), ["a target name is letters, digits"])
+
+
+def test_environment_that_replaces_project_with_a_value(project):
+    project.toml('[targets.a]\nrun = "true"\n[environments.prod]\nproject = "x"\n')
+    assert_one_line_error(
+        project.run("build", "--env", "prod"), ["environments.prod.project must be a table"]
+    )
+
+
+def test_init_into_a_file(project):
+    project.write("afile", "x")
+    assert_one_line_error(project.run("init", "afile"), ["is a file"])

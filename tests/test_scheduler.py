@@ -347,3 +347,31 @@ def test_runs_history(project):
     assert out[1].startswith("#1") and "3 built" in out[1]
     steps = project.run("runs", "1", check=True).stdout
     assert "built" in steps and "never built" in steps
+
+
+def test_touch_takes_the_fingerprint_of_the_outputs_as_they_are(project):
+    chain(project)
+    project.run("build", check=True)
+    project.write("out/a.txt", "edited by hand\n")
+    project.run("touch", "a", check=True)
+    # a is accepted as built, but b has not seen the new out/a.txt yet.
+    assert project.statuses() == {"a": "skipped", "b": "built", "all": "built"}
+    assert project.read("out/b.txt") == "edited by hand\n"
+
+
+def test_dotenv_change_reruns_commands(project):
+    project.toml('[targets.a]\nrun = "echo $FOO > a.txt"\noutputs = ["a.txt"]\n')
+    project.write(".env", "FOO=1\n")
+    project.run("build", check=True)
+    project.write(".env", "FOO=2\n")
+    events = project.events("build")
+    a = next(e for e in events if e["event"] == "step")
+    assert a["status"] == "built" and a["reason"] == "definition changed: dotenv"
+    assert project.read("a.txt") == "2\n"
+
+
+def test_unknown_run_id(project):
+    chain(project)
+    project.run("build", check=True)
+    proc = project.run("runs", "999")
+    assert proc.returncode == 2 and "no build #999" in proc.stderr

@@ -10,6 +10,7 @@ import os
 import subprocess
 
 from eltmake import hookimpl
+from eltmake.cache import digest
 from eltmake.errors import ConfigError, StepError
 from eltmake.step import RecipeSpec, Step, StepResult
 
@@ -58,6 +59,15 @@ def eltmake_make_step(project, target):
         outputs=target.outputs,
         freshness=target.freshness,
     )
+
+
+@hookimpl
+def eltmake_step_definition(project, step):
+    # A command sees the whole .env file in its environment, so the file is part of what it
+    # does: a changed value re-runs it (as a digest: .env often holds secrets).
+    if step.kind == "command" and project.dotenv:
+        return {"dotenv": digest(project.dotenv)}
+    return None
 
 
 @hookimpl
