@@ -34,13 +34,39 @@ def options_from_args(args: Any, project: Project, dry_run: bool = False) -> Bui
     )
 
 
-def install_tools(project: Project, echo) -> None:
-    """Install the tools the project declares that are missing (``eltmake build`` does it itself)."""
-    specs = [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
-    if specs:
-        from eltmake import toolenv
+def install_tools(project: Project, order: list[str], echo) -> dict[str, str]:
+    """Install the missing tools of the steps in ``order`` (``eltmake build`` does it itself).
 
-        toolenv.ensure_installed(project, specs, None, echo=echo)
+    Returns {step name: error} for the steps whose tool could not be installed or found: they
+    fail like any step, and a tool that only other targets use never blocks this build.
+    """
+    specs = [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
+    if not specs:
+        return {}
+    from eltmake import toolenv
+    from eltmake.errors import EltmakeError
+
+    by_name = {s.name: s for s in specs}
+    needs: dict[str, list[str]] = {}
+    for name, step in make_steps(project, order).items():
+        for names in project.pm.hook.eltmake_step_tools(project=project, step=step):
+            needs.setdefault(name, []).extend(n for n in names or [] if n in by_name)
+    needed = sorted({n for names in needs.values() for n in names})
+    if not needed:
+        return {}
+    try:
+        toolenv.ensure_installed(project, specs, needed, echo=echo)
+        return {}
+    except EltmakeError as first:
+        failed: dict[str, str] = {}
+        for n in needed:
+            try:
+                toolenv.executable_path(project, by_name[n])
+            except EltmakeError as e:
+                failed[n] = str(first) if repr(n) in str(first) else str(e)
+        if not failed:
+            raise
+    return {step: failed[n] for step, names in needs.items() for n in names if n in failed}
 
 
 def run_build(args: Any) -> int:
@@ -62,8 +88,10 @@ def run_build(args: Any) -> int:
         cache = Cache(project.state_dir)
         if not opts.dry_run:
             state = StateStore(project.state_dir / "state.db")
-            install_tools(project, reporter.message)
-        status = Scheduler(project, g, order, opts, reporter, cache, state).run()
+            blocked = install_tools(project, order, reporter.message)
+        else:
+            blocked = {}
+        status = Scheduler(project, g, order, opts, reporter, cache, state, blocked=blocked).run()
         cache.close()
         return EXIT[status]
     finally:

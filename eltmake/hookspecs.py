@@ -156,6 +156,17 @@ def eltmake_invoke(project: Project, name: str, args: list[str]) -> int | None:
     """
 
 
+@hookspec
+def eltmake_step_tools(project: Project, step: Step) -> list[str] | None:
+    """Name the tools (declared through :func:`eltmake_tools`) that a step needs.
+
+    Called by ``eltmake build`` for the selected steps before it decides what is up to date, so
+    that only the tools of the steps being built are installed (their installed versions are
+    part of the keys). A step whose tool cannot be installed fails with the installer's message;
+    the rest of the build goes on as after any failure. Return ``None`` for other plugins' steps.
+    """
+
+
 # --- lifecycle notifications ------------------------------------------------------------------
 
 

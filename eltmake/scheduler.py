@@ -90,6 +90,7 @@ class Scheduler:
         reporter: Reporter,
         cache: Cache,
         state: StateStore | None,
+        blocked: dict[str, str] | None = None,
     ):
         self.project = project
         self.opts = opts
@@ -103,6 +104,7 @@ class Scheduler:
         self.preds = {n: [p for p in graph.predecessors(n) if p in selected] for n in order}
         self.succs = {n: [s for s in graph.successors(n) if s in selected] for n in order}
         self.steps = make_steps(project, order)
+        self.blocked = blocked or {}  # step -> why it cannot run (its tool failed to install)
         self.procs = ProcessRegistry()
         self.outcomes: dict[str, Outcome] = {}
         self.fingerprints: dict[str, str | None] = {}
@@ -247,6 +249,9 @@ class Scheduler:
                 reason = f"aggregate: {len(built)} of {len(self.preds[name])} deps ran"
             self._emit(name, Outcome(status, reason))
             self._release(name)
+            return None
+        if name in self.blocked:
+            self._fail(name, Outcome("failed", "tool not installed", error=self.blocked[name]))
             return None
         unknown = [p for p in self.preds[name] if self.fingerprints.get(p) is None]
         if unknown:  # dry run: the upstream would run first, its output is unknown

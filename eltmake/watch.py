@@ -885,8 +885,9 @@ class Watch:
         sched = None
         try:
             lock.acquire(wait=True, notify=reporter.message)
-            if cycle.install:
-                install_tools(cycle.project, reporter.message)
+            blocked = (
+                install_tools(cycle.project, cycle.order, reporter.message) if cycle.install else {}
+            )
             sched = Scheduler(
                 cycle.project,
                 cycle.graph,
@@ -895,6 +896,7 @@ class Watch:
                 reporter,
                 self.cache,
                 self.state,
+                blocked=blocked,
             )
             with cycle.lock:
                 if cycle.stopping:

@@ -97,6 +97,13 @@ def eltmake_tools(project):
 
 
 @hookimpl
+def eltmake_step_tools(project, step):
+    if step.kind != KIND:
+        return None
+    return [step.target.config["transform"]]
+
+
+@hookimpl
 def eltmake_invoke(project, name, args):
     from eltmake_dbt import run
 

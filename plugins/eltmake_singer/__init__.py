@@ -71,6 +71,14 @@ def eltmake_tools(project):
 
 
 @hookimpl
+def eltmake_step_tools(project, step):
+    if step.kind != _extract.KIND:
+        return None
+    tap, mappers, loader = _extract.tools_of(project, step.target)
+    return [t.name for t in (tap, *mappers, loader)]
+
+
+@hookimpl
 def eltmake_invoke(project, name, args):
     from eltmake_singer import commands
 
