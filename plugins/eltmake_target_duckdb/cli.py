@@ -7,6 +7,7 @@ else; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,10 @@ def _about() -> dict[str, object]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the target; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -59,6 +64,9 @@ def run(argv: list[str] | None = None) -> int:
         )
         return 2
     started = time.monotonic()
+    # SIGTERM (a runner stopping us) unwinds like Ctrl-C, so the spool folder of uncommitted
+    # batch files is removed instead of left behind in the temp folder.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         settings = load_settings(args.config)
         for warning in settings.warnings:
