@@ -32,7 +32,7 @@ MISSING = "missing"
 # write in the same clock tick apart ("racy git").
 RACY_S = 2.0
 # Keys of a target table that describe it without changing what it does.
-NOT_IN_KEY = {"deps", "description", "freshness"}
+NOT_IN_KEY = {"deps", "description", "freshness", "locks"}
 _GLOB_CHARS = set("*?[")
 
 

@@ -33,6 +33,7 @@ TARGET_KEYS: dict[str, tuple[type, ...]] = {
     "outputs": (list,),
     "freshness": (str,),
     "description": (str,),
+    "locks": (list,),
 }
 FRESHNESS_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -433,7 +434,7 @@ def _make_target(name: str, t: Any, recipes: dict[str, RecipeSpec], fname: str) 
             hint = did_you_mean(key, every) or f"; allowed here: {', '.join(sorted(allowed))}"
             raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
         check_type(value, allowed[key], f"{fname}: {where}.{key}")
-    for key in ("deps", "inputs", "outputs"):
+    for key in ("deps", "inputs", "outputs", "locks"):
         _check_str_list(t.get(key, []), fname, where, key)
     freshness = t.get("freshness")
     if freshness is not None and freshness not in ("always", "never"):

@@ -29,7 +29,7 @@ from eltmake.cache import (
 )
 from eltmake.errors import Cancelled, ConfigError, StepError
 from eltmake.procs import ProcessRegistry
-from eltmake.step import BuildInfo, Outcome, Step, StepContext
+from eltmake.step import BuildInfo, Outcome, Step, StepContext, path_lock
 
 if TYPE_CHECKING:
     from eltmake.graph import Graph
@@ -76,6 +76,10 @@ def make_steps(project: Project, names: list[str]) -> dict[str, Step]:
             raise ConfigError(
                 f"{project.file.name}: targets.{name}: no plugin makes steps of kind {target.kind!r}"
             )
+        for lock in target.config.get("locks", []):
+            lock = path_lock(project, lock)
+            if lock not in step.locks:
+                step.locks.append(lock)
         steps[name] = step
     return steps
 
@@ -201,14 +205,12 @@ class Scheduler:
                     heapq.heappush(runq, (self.index[name], name, reason))
                     # Start it now if a worker is free: deciding a thousand up-to-date targets
                     # must not delay the first one that is out of date.
-                    if not self._stopping() and len(self._running) < max(1, self.opts.jobs):
-                        _, name, reason = heapq.heappop(runq)
-                        self._submit(pool, name, reason)
+                    if not self._stopping():
+                        self._start(pool, runq)
             if self._stopping():
                 stopped = True
-            while runq and not stopped and len(self._running) < max(1, self.opts.jobs):
-                _, name, reason = heapq.heappop(runq)
-                self._submit(pool, name, reason)
+            if not stopped:
+                self._start(pool, runq)
             if stopped and not self._running:
                 return
             if self._running:
@@ -217,6 +219,22 @@ class Scheduler:
                     self._finish(fut)
             elif not ready and runq and stopped:
                 return
+
+    def _start(self, pool: ThreadPoolExecutor, runq: list[tuple[int, str, str]]) -> None:
+        """Start queued steps, in order, while workers are free; a step waits while another
+        running step holds one of its locks (two loaders writing one DuckDB file)."""
+        held = {lock for r in self._running.values() for lock in self.steps[r.name].locks}
+        skipped = []
+        while runq and len(self._running) < max(1, self.opts.jobs):
+            item = heapq.heappop(runq)
+            locks = self.steps[item[1]].locks
+            if held.intersection(locks):
+                skipped.append(item)
+                continue
+            held.update(locks)
+            self._submit(pool, item[1], item[2])
+        for item in skipped:
+            heapq.heappush(runq, item)
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         """Lifecycle hooks; not on a dry run (a notifier must not announce a build that is not)."""

@@ -69,6 +69,19 @@ class Step:
     outputs: list[str] = field(default_factory=list)
     freshness: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # Steps that share a lock name never run at the same time: an embedded database file admits
+    # one writer process (the DuckDB loader and dbt lock the file's path). From the target's
+    # ``locks`` key, plus what the plugin adds.
+    locks: list[str] = field(default_factory=list)
+
+
+def path_lock(project: Project, path: str) -> str:
+    """The lock name for a file (see :attr:`Step.locks`): its path relative to the project folder,
+    normalised, so ``./warehouse.duckdb`` and ``warehouse.duckdb`` are one lock and a user can
+    write ``locks = ["warehouse.duckdb"]`` on a step that reads the file."""
+    full = os.path.normpath(os.path.join(project.root, os.path.expanduser(path)))
+    rel = os.path.relpath(full, project.root)
+    return full if rel.startswith("..") else rel
 
 
 @dataclass

@@ -375,3 +375,31 @@ def test_unknown_run_id(project):
     project.run("build", check=True)
     proc = project.run("runs", "999")
     assert proc.returncode == 2 and "no build #999" in proc.stderr
+
+
+def test_steps_sharing_a_lock_take_turns(project):
+    project.write(
+        "span.py",
+        """
+        import sys, time
+        start = time.time()
+        time.sleep(0.4)
+        open(sys.argv[1] + ".t", "w").write(f"{start} {time.time()}")
+        """,
+    )
+    project.toml(
+        """
+        [targets.x]
+        run = ["python3", "span.py", "x"]
+        locks = ["./warehouse.duckdb"]
+        [targets.y]
+        run = ["python3", "span.py", "y"]
+        locks = ["warehouse.duckdb"]
+        [targets.z]
+        run = ["python3", "span.py", "z"]
+        """
+    )
+    project.run("build", "x", "y", "z", "-j", "3", check=True)
+    (x0, x1), (y0, y1), (z0, z1) = (map(float, project.read(f"{n}.t").split()) for n in "xyz")
+    assert x1 <= y0 or y1 <= x0  # never at once
+    assert z0 < max(x1, y1) and min(x0, y0) < z1  # an unlocked step still runs alongside

@@ -9,7 +9,7 @@ import os
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from eltmake.step import Step
+from eltmake.step import Step, path_lock
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
 from eltmake_dbt import select as _select
@@ -45,6 +45,8 @@ def make_step(project: Project, target: Target) -> Step:
             "select": _config.as_list(cfg.get("select")),
             "exclude": _config.as_list(cfg.get("exclude")),
         },
+        # dbt writes the generated profile's DuckDB file: it takes turns with the loaders.
+        locks=[path_lock(project, p)] if (p := _config.duckdb_path(project)) else [],
     )
 
 

@@ -80,7 +80,22 @@ def make_step(project: Project, target: Target) -> Step:
         outputs=list(target.outputs),
         freshness=freshness,
         data={"state_id": cfg.get("state_id", target.name)},
+        locks=_loader_locks(project, cfg["load"]),
     )
+
+
+def _loader_locks(project: Project, name: str) -> list[str]:
+    """A loader writing a DuckDB file locks it: DuckDB admits one writer process, so two loads
+    into one warehouse take turns instead of failing with "Could not set lock on file"."""
+    from eltmake.step import path_lock
+
+    raw = (project.tables.get("loaders") or {}).get(name) or {}
+    cfg = raw.get("config") or {}
+    path = cfg.get("path") or cfg.get("filepath") if isinstance(cfg, dict) else None
+    duck = "duckdb" in f"{raw.get('executable', '')} {raw.get('pip_url', '')}"
+    if isinstance(path, str) and path and (duck or path.endswith(".duckdb")):
+        return [path_lock(project, path)]
+    return []
 
 
 def definition(project: Project, step: Step) -> dict[str, Any]:
