@@ -6,6 +6,7 @@ the table and key, what is wrong and what to do.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 from dataclasses import dataclass, field
@@ -345,6 +346,11 @@ def interpolate(value: Any, env: dict[str, str], fname: str, path: tuple[str, ..
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
         return {k: interpolate(v, env, fname, (*path, k)) for k, v in value.items()}
+    if isinstance(value, _dt.date | _dt.time):
+        # TOML's unquoted dates (start_date = 2024-01-01T00:00:00Z) become ISO 8601 strings,
+        # which is what taps and dbt vars expect (and what Meltano's YAML gives them).
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
     if isinstance(value, list):
         return [interpolate(v, env, fname, (*path, str(i))) for i, v in enumerate(value)]
     return value

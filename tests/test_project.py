@@ -188,3 +188,16 @@ def test_environment_that_replaces_project_with_a_value(project):
 def test_init_into_a_file(project):
     project.write("afile", "x")
     assert_one_line_error(project.run("init", "afile"), ["is a file"])
+
+
+def test_toml_dates_become_iso_strings(project):
+    project.toml(
+        """
+        [targets.a]
+        run = "echo $START $DAY > a.txt"
+        outputs = ["a.txt"]
+        env = { START = 2024-01-02T03:04:05Z, DAY = 2024-01-02 }
+        """
+    )
+    project.run("build", check=True)
+    assert project.read("a.txt").split() == ["2024-01-02T03:04:05Z", "2024-01-02"]

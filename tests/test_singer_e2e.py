@@ -239,3 +239,12 @@ def test_incremental_state_round_trip_with_tap_spreadsheets(project, tools_dir):
     assert project.read("report.txt") == "xx"
     with duckdb.connect(str(project.root / "w.duckdb"), read_only=True) as db:
         assert db.execute("select count(distinct id) from raw.people").fetchone() == (3,)
+
+
+def test_a_selection_that_matches_no_stream_fails(shop):
+    shop.setup('select = ["ordres.*"]')
+    proc = run(shop, "build", "raw", "--json", check=1)
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    raw = next(e for e in events if e["event"] == "step" and e["target"] == "raw")
+    assert raw["status"] == "failed" and "matches no stream" in raw["error"]
+    assert "eltmake select tap-jsonl --list" in raw["error"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -235,8 +236,10 @@ def _validate_target(project: Project, target: Target) -> None:
     timeout_seconds(t.get("timeout"), f"{where}.timeout")
     for key in ("max_line_bytes", "buffer_mb"):
         value = t.get(key)
-        if value is not None and (isinstance(value, bool) or value <= 0):
-            raise ConfigError(f"{where}.{key}: must be a positive number, not {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not math.isfinite(value) or value <= 0
+        ):
+            raise ConfigError(f"{where}.{key}: must be a positive finite number, not {value!r}")
 
 
 def timeout_seconds(value: Any, where: str) -> float | None:
@@ -246,11 +249,14 @@ def timeout_seconds(value: Any, where: str) -> float | None:
     if isinstance(value, bool):
         raise ConfigError(f'{where}: must be seconds or a duration such as "30m", not {value!r}')
     if isinstance(value, int | float):
-        if value <= 0:
-            raise ConfigError(f"{where}: must be more than 0 seconds, not {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}: must be a finite number of seconds above 0, not {value!r}")
         return float(value)
     try:
-        return parse_freshness(value)
+        seconds = parse_freshness(value)
+        if seconds <= 0:
+            raise ConfigError(f"{where}: must be more than 0 seconds, not {value!r}")
+        return seconds
     except ValueError:
         raise ConfigError(
             f'{where}: {value!r} is not a number of seconds or a duration such as "90s", "30m", "2h"'

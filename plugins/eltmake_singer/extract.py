@@ -153,10 +153,13 @@ def run_step(ctx: StepContext) -> StepResult:
             selected = catalog.apply_selection(cat, select)
             streams = catalog.selected_streams(selected)
             if not streams:
-                ctx.log(
+                message = (
                     f"{tap.name}: the selection {select or catalog.DEFAULT_SELECT} matches no "
                     f"stream; `eltmake select {tap.name} --list` shows what there is"
                 )
+                if select:  # a typo would otherwise load nothing and report success
+                    raise StepError(f"{target.name}: {message}")
+                ctx.log(message)
             cat_path = write_config(private, "catalog.json", selected)
             flag = "--properties" if "properties" in caps and "catalog" not in caps else "--catalog"
             tap_argv += [flag, str(cat_path)]
