@@ -379,3 +379,31 @@ def test_plain_sql_edits_keep_the_manifests_shape(tmp_path: Path) -> None:
     assert not manifest.same_shape(before, manifest.file_digests(tmp_path, before))
     (tmp_path / "models" / "schema.yml").write_text("version: 2\n")
     assert not manifest.same_shape(before, manifest.file_digests(tmp_path, before))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("threads = 0", "transformers.dbt.threads: must be a whole number of at least 1"),
+        ("env = { A = [1] }", "transformers.dbt.env.A: must be a string"),
+        ('profiles_dir = ""', "transformers.dbt.profiles_dir: is empty"),
+    ],
+)
+def test_transformer_values_are_checked(project, extra, expected):
+    project.write("transform/dbt_project.yml", "name: t\nprofile: t\n")
+    project.toml(
+        f"""
+        [loaders.duckdb]
+        executable = "eltmake-target-duckdb"
+        config = {{ path = "w.duckdb" }}
+        [transformers.dbt]
+        pip_url = "dbt-core~=1.11.0 dbt-duckdb~=1.11.0"
+        project_dir = "transform"
+        {extra}
+        [targets.m]
+        transform = "dbt"
+        """
+    )
+    proc = project.run("list")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr

@@ -104,6 +104,19 @@ def validate(project: Project) -> None:
             if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
                 want = " or ".join(t.__name__ for t in types)
                 raise ConfigError(f"{where}.{key}: must be a {want}, not {type(value).__name__}")
+        for key in ("pip_url", "executable", "project_dir", "profiles_dir", "target"):
+            if isinstance(raw.get(key), str) and not raw[key].strip():
+                raise ConfigError(f"{where}.{key}: is empty; give a value or remove the key")
+        threads = raw.get("threads")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ConfigError(
+                f"{where}.threads: must be a whole number of at least 1, not {threads!r}"
+            )
+        for k, v in (raw.get("env") or {}).items():
+            if not isinstance(v, str | int | float | bool):
+                raise ConfigError(f"{where}.env.{k}: must be a string, not {v!r:.40}")
         if "pip_url" not in raw and "executable" not in raw:
             raise ConfigError(
                 f'{where}: needs pip_url (e.g. pip_url = "{PIN}"), or `executable` for a dbt '
@@ -130,9 +143,6 @@ def validate(project: Project) -> None:
                 "a profiles.yml in project_dir, or add a DuckDB loader "
                 f'([loaders.duckdb] executable = "{DUCKDB_LOADER}", config.path = "x.duckdb")'
             )
-        for k, v in tf.env.items():
-            if not isinstance(v, str | int | float | bool):
-                raise ConfigError(f"{where}.env.{k}: must be a string")
     for t in project.targets.values():
         if t.kind != KIND:
             continue
