@@ -45,6 +45,12 @@ def _jobs(value: str) -> int:
     return n
 
 
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """``-C``, ``--env`` and ``--debug`` on a subcommand, as on every core command: for plugins'
+    ``eltmake_add_commands``. Read them as ``args.project_dir``, ``args.env_name``."""
+    _common(p, top=False)
+
+
 def _common(p: argparse.ArgumentParser, top: bool) -> None:
     d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
     p.add_argument(
@@ -217,10 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         # Plugins may add commands: load them only when the core does not know the command.
-        first = next((a for a in argv if not a.startswith("-")), None)
-        needs_plugins = (
-            first is not None and first not in CORE_COMMANDS and not _is_option_value(argv, first)
-        )
+        first = _command_word(argv)
+        needs_plugins = first is not None and first not in CORE_COMMANDS
         parser = build_parser(with_plugins=needs_plugins)
         args = parser.parse_args(argv)
         if args.command is None:
@@ -251,9 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _is_option_value(argv: list[str], word: str) -> bool:
-    i = argv.index(word)
-    return i > 0 and argv[i - 1] in ("-C", "--directory", "--env")
+def _command_word(argv: list[str]) -> str | None:
+    """The command in ``argv``: the first word that is neither an option nor an option's value."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("-C", "--directory", "--env"):
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -42,3 +42,12 @@ def test_unknown_command_is_a_usage_error(tmp_path):
     proc = eltmake("biuld", cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_plugin_commands_after_dash_c(tmp_path):
+    (tmp_path / "eltmake.toml").write_text(
+        '[extractors.tap-x]\nexecutable = "tap-x"\nconfig = { token = "s3cret", n = 1 }\n'
+    )
+    proc = eltmake("-C", str(tmp_path), "config", "tap-x", "--debug")
+    assert proc.returncode == 0, proc.stderr
+    assert '"n": 1' in proc.stdout and "s3cret" not in proc.stdout

@@ -57,9 +57,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    # As the core's global options, so they work after the command too.
-    p.add_argument("-C", "--directory", dest="project_dir", default=argparse.SUPPRESS)
-    p.add_argument("--env", dest="env_name", default=argparse.SUPPRESS)
+    from eltmake.cli import add_common_options  # the core's -C, --env and --debug
+
+    add_common_options(p)
 
 
 def _load(args: Any) -> Project:
@@ -80,6 +80,12 @@ def _tool_or_error(project: Project, name: str, tables: tuple[str, ...] = tuple(
             f"{project.file.name}: {name!r} is {'an' if other == 'extractors' else 'a'} "
             f"{ROLES[other]}, not an {ROLES[tables[0]]}; this command takes an extractor"
         )
+    for table, value in project.tables.items():
+        if table not in ROLES and isinstance(value, dict) and name in value:
+            raise ConfigError(
+                f"{project.file.name}: {name!r} is in [{table}], not a Singer tool; this command "
+                "takes an extractor, loader or mapper"
+            )
     known = sorted(n for t in tables for n in project.tables.get(t, {}))
     roles = [ROLES[t] for t in tables]
     what = roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} or {roles[-1]}"
