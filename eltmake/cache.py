@@ -34,11 +34,14 @@ RACY_S = 2.0
 # Keys of a target table that describe it without changing what it does.
 NOT_IN_KEY = {"deps", "description", "freshness", "locks"}
 _GLOB_CHARS = set("*?[")
+_ESCAPED = set('"\\')
 
 
 def digest(data: Any) -> str:
     """A short stable digest of JSON-able data (keys sorted) or bytes."""
-    if not isinstance(data, bytes):
+    if isinstance(data, str) and data.isascii() and data.isprintable() and not _ESCAPED & set(data):
+        data = b'"' + data.encode() + b'"'  # what json.dumps gives, without the encoder's cost
+    elif not isinstance(data, bytes):
         # json, not orjson: importing orjson costs more start-up than it saves on small dicts.
         data = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -73,14 +76,23 @@ class Cache:
 
     # --- files ---------------------------------------------------------------------------------
 
-    def file_digest(self, root: Path, rel: str) -> tuple[str, tuple | None]:
-        """The content digest of a file and the stat it was taken at (``MISSING`` if absent)."""
+    def file_digest(
+        self, root: Path, rel: str, known: dict[str, list] | None = None
+    ) -> tuple[str, tuple | None]:
+        """The content digest of a file and the stat it was taken at (``MISSING`` if absent).
+
+        ``known`` maps paths to ``[*stat, digest]`` as a step's record holds them: a file whose
+        stat is unchanged since that run costs no cache lookup at all."""
         path = os.path.join(root, rel)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return MISSING, None
         sig = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        if known is not None:
+            seen = known.get(rel)
+            if seen is not None and tuple(seen[:4]) == sig:
+                return seen[4], sig
         key = "stat:" + rel
         hit = self.dc.get(key)
         if hit is not None and tuple(hit[0]) == sig:
@@ -112,6 +124,7 @@ def step_parts(
     step: Step,
     cache: Cache,
     upstream: dict[str, str],
+    rec: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple | None]]:
     """The parts of a step's key, and the stat of each input file when it was read."""
     pm = project.pm
@@ -124,8 +137,9 @@ def step_parts(
         patterns.extend(extra or [])
     inputs: dict[str, str] = {}
     stats: dict[str, tuple | None] = {}
+    known = rec.get("input_stats") if rec else None
     for rel in cache.expand(project.root, patterns):
-        inputs[rel], stats[rel] = cache.file_digest(project.root, rel)
+        inputs[rel], stats[rel] = cache.file_digest(project.root, rel, known)
     parts = {
         "format": FORMAT_VERSION,
         "kind": step.kind,
@@ -134,6 +148,15 @@ def step_parts(
         "upstream": upstream,
     }
     return parts, stats
+
+
+def input_stats(parts: dict[str, Any], stats: dict[str, tuple | None]) -> dict[str, list]:
+    """{input: [*stat, digest]} for a record, so the next decision needs no stat-cache lookup."""
+    return {
+        rel: [*sig, parts["inputs"][rel]]
+        for rel, sig in stats.items()
+        if sig is not None and time.time() - sig[1] / 1e9 > RACY_S
+    }
 
 
 def key_of(parts: dict[str, Any]) -> str:

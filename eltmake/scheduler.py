@@ -21,6 +21,7 @@ from eltmake.cache import (
     digest,
     explain,
     freshness_reason,
+    input_stats,
     inputs_changed_since,
     key_of,
     output_snapshot,
@@ -279,9 +280,9 @@ class Scheduler:
             self._release(name)
             return None
         upstream = {p: self.fingerprints[p] for p in self.preds[name]}
-        parts, stats = step_parts(self.project, step, self.cache, upstream)
-        key = key_of(parts)
         rec = self.cache.record(name)
+        parts, stats = step_parts(self.project, step, self.cache, upstream, rec)
+        key = key_of(parts)
         reason = None
         if ALL in self.opts.force:
             reason = "forced (-B)"
@@ -408,6 +409,7 @@ class Scheduler:
                     "duration": duration,
                     "stats": dict(result.stats),
                     "outputs": outputs,
+                    "input_stats": input_stats(run.parts, run.stats),
                 },
             )
         self.fingerprints[name] = fp
