@@ -8,10 +8,7 @@ tap-jsonl 0.3.1 and target-jsonl 0.1.4 are installed once into a tools folder sh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -19,15 +16,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 SECRET = "pa55-w0rd-XYZ"
-
-
-@pytest.fixture(scope="session")
-def tools_dir() -> str:
-    path = os.environ.get("ELTMAKE_TEST_TOOLS_DIR") or str(
-        Path(tempfile.gettempdir()) / f"eltmake-test-tools-{os.getuid()}"
-    )
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def orders(n: int, start: int = 1) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eltmake.cache import digest as json_digest
 from eltmake_dbt import config as _config
 
 if TYPE_CHECKING:
@@ -183,8 +184,7 @@ def project_digest(project: Project, tf: Transformer, files: dict[str, list]) ->
         "tool": toolenv.tool_identity(project, tf.spec()),
         "v": INFO_VERSION,
     }
-    raw = json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return json_digest(context)
 
 
 # --- the cache ----------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eltmake.cache import digest
 from eltmake.errors import StepError
 from eltmake.step import StepResult
 from eltmake_dbt import config as _config
@@ -195,12 +195,7 @@ def output_fingerprint(
     except Exception as e:  # a fingerprint is an optimisation: never fail a good run over it
         ctx.log(f"(no table checksums, downstream steps re-run: {type(e).__name__}: {e})")
         return None
-    return _digest(sums)
-
-
-def _digest(data: Any) -> str:
-    raw = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return digest(sums)
 
 
 def table_checksums(db: Path, rels: list[tuple[str, str]]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ the run history) it is ``****`` or a digest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eltmake.cache import digest
 from eltmake.errors import ConfigError, did_you_mean
 from eltmake.project import parse_freshness
 
@@ -335,12 +335,6 @@ def _leaves(v: Any) -> list[str]:
     if isinstance(v, list):
         return [s for x in v for s in _leaves(x)]
     return [str(v)] if isinstance(v, str | int | float) and not isinstance(v, bool) else []
-
-
-def digest(value: Any) -> str:
-    """A stable SHA-256 of a JSON-able value (sorted keys)."""
-    raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def key_facts(project: Project, t: ToolConfig, config: dict[str, Any]) -> dict[str, Any]:
