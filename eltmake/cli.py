@@ -71,7 +71,9 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
     p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks")
 
 
-def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
+def build_parser(
+    with_plugins: bool = False, project_dir: str | None = None
+) -> argparse.ArgumentParser:
     from eltmake import __version__
 
     p = _Parser(
@@ -180,8 +182,31 @@ def build_parser(with_plugins: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--name", help="project name (default: the folder's name)")
     if with_plugins:
         pm = _plugin_manager()
+        if project_dir is not None:
+            _load_project_plugins(pm, project_dir)
         pm.hook.eltmake_add_commands(subparsers=sub)
     return p
+
+
+def _load_project_plugins(pm, project_dir: str) -> None:
+    """Register the project's own plugins (``plugins/*.py``, ``[project].plugins``) so that the
+    commands they add parse. Only their names are read here: a broken project file is reported by
+    ``load_project`` when the command reads the project."""
+    import tomllib
+
+    from eltmake.project import PROJECT_FILE, find_root
+
+    root = find_root(project_dir)
+    file = root / PROJECT_FILE
+    if not file.is_file():
+        return
+    try:
+        modules = tomllib.loads(file.read_text()).get("project", {}).get("plugins", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        modules = []
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        modules = []
+    pm.load_project_plugins(root, modules, file.name)
 
 
 def top_help() -> str:
@@ -225,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         # Plugins may add commands: load them only when the core does not know the command.
         first = _command_word(argv)
         needs_plugins = first is not None and first not in CORE_COMMANDS
-        parser = build_parser(with_plugins=needs_plugins)
+        parser = build_parser(
+            with_plugins=needs_plugins, project_dir=_option_value(argv, ("-C", "--directory"))
+        )
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -253,6 +280,21 @@ def main(argv: list[str] | None = None) -> int:
             "  this is a bug in eltmake or a plugin; run again with --debug for the traceback and report it\n"
         )
         return EXIT_FAILED
+
+
+def _option_value(argv: list[str], names: tuple[str, ...]) -> str:
+    """The last value given to one of ``names`` (``-C DIR``, ``-CDIR``, ``--directory=DIR``), or
+    "." (the current folder) when none is."""
+    value = "."
+    for i, word in enumerate(argv):
+        for name in names:
+            if word == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif name.startswith("--") and word.startswith(name + "="):
+                value = word[len(name) + 1 :]
+            elif not name.startswith("--") and word.startswith(name) and len(word) > len(name):
+                value = word[len(name) :]
+    return value
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -537,7 +579,22 @@ def cmd_plugins(args) -> int:
         print(f"{name}  ({origin})")
         for h in hooks:
             print(f"    {h}")
+            if h == "eltmake_add_commands":
+                for command, help in _commands_of(pm.get_plugin(name)):
+                    print(f"        eltmake {command}: {help}")
     return 0
+
+
+def _commands_of(plugin) -> list[tuple[str, str]]:
+    """The subcommands a plugin adds, found by letting it add them to a scratch parser: the top
+    --help is static (start-up is a feature), so this is where a user finds them."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    sub = scratch.add_subparsers(parser_class=_Parser)
+    try:
+        plugin.eltmake_add_commands(subparsers=sub)
+    except Exception as e:  # listing must not fail over one plugin
+        return [("?", f"(its eltmake_add_commands failed: {type(e).__name__}: {e})")]
+    return [(a.dest, a.help or "") for a in sub._choices_actions]
 
 
 def cmd_init(args) -> int:

@@ -197,7 +197,8 @@ def eltmake_build_finished(build: BuildInfo, status: str) -> None:
 def eltmake_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``eltmake`` command line.
 
-    Called when the command line names a command the core does not know, and by ``--help``. Add a
+    Called when the command line names a command the core does not know (project plugins are
+    loaded for it too), and by ``eltmake plugins``, which lists the commands it adds. Add a
     parser with ``subparsers.add_parser(NAME, help=...)`` and set ``func=callable(args) -> int`` with
     ``parser.set_defaults``. The callable receives the parsed args; ``args.project_dir`` holds
     ``-C``. Use :func:`eltmake.project.load_project` to read the project.

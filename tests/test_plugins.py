@@ -1,6 +1,8 @@
 """The plugin contract: a project plugin adds a recipe kind without touching eltmake."""
 
 import inspect
+import subprocess
+import sys
 
 from eltmake import hookspecs
 
@@ -105,6 +107,44 @@ def test_plugins_command_lists_builtins_and_project_plugins(project):
     assert "command  (entry point eltmake_command" in out
     assert "project:greet  (plugins/greet.py)" in out
     assert "eltmake_run_step" in out
+
+
+COMMAND_PLUGIN = """
+from eltmake import hookimpl
+from eltmake.cli import add_common_options
+
+
+def cmd_hello(args):
+    print(f"hello {args.who} from {args.project_dir}")
+    return 0
+
+
+@hookimpl
+def eltmake_add_commands(subparsers):
+    p = subparsers.add_parser("hello", help="say hello")
+    p.add_argument("who")
+    add_common_options(p)
+    p.set_defaults(func=cmd_hello)
+"""
+
+
+def test_project_plugin_adds_a_command_listed_by_plugins(project):
+    project.write("plugins/hello.py", COMMAND_PLUGIN)
+    project.toml('[targets.a]\nrun = "true"\n')
+    out = project.run("plugins", check=True).stdout
+    assert "project:hello  (plugins/hello.py)" in out
+    assert "eltmake hello: say hello" in out
+    assert "eltmake config: print a Singer tool's resolved config" in out  # a built-in's command
+    proc = project.run("hello", "you", check=True)
+    assert proc.stdout.startswith("hello you from ")
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "eltmake", "-C", str(project.root), "hello", "there"],
+        cwd=project.root.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout == f"hello there from {project.root}\n"
 
 
 def test_every_hook_is_documented():
