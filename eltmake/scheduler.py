@@ -119,6 +119,7 @@ class Scheduler:
         self._running: dict[Future, _Running] = {}
         self._lock = threading.Lock()
         self.status = "ok"
+        self.superseded = False  # cancel() was called: an edit in watch mode
 
     # --- public --------------------------------------------------------------------------------
 
@@ -148,10 +149,12 @@ class Scheduler:
             pool.shutdown(wait=True)
         for name in self.order:
             if name not in self.outcomes:
-                why = (
-                    "interrupted"
-                    if self.status == "interrupted"
-                    else ("not started: the build stopped at the first failure (-k keeps going)")
+                why = {
+                    "interrupted": "interrupted",
+                    "superseded": "not started: an edit superseded this build",
+                }.get(
+                    self.status,
+                    "not started: the build stopped at the first failure (-k keeps going)",
                 )
                 self._emit(name, Outcome("cancelled", why))
         if self.status == "ok" and any(
@@ -166,6 +169,7 @@ class Scheduler:
 
     def cancel(self, names: set[str]) -> None:
         """Stop running steps (watch mode: an edit superseded them); they end as ``cancelled``."""
+        self.superseded = True
         with self._lock:
             runs = [r for r in self._running.values() if r.name in names]
         for r in runs:
@@ -243,9 +247,10 @@ class Scheduler:
             self.project.pm.notify(hook_name, self.reporter.message, **kwargs)
 
     def _stopping(self) -> bool:
-        """Start no more steps: interrupted, or a step failed and -k was not given."""
+        """Start no more steps: interrupted, or a step failed (or an edit cancelled one: the next
+        watch cycle starts sooner) and -k was not given."""
         return self.status == "interrupted" or (
-            not self.opts.keep_going and self.status == "failed"
+            not self.opts.keep_going and self.status in ("failed", "superseded")
         )
 
     def _decide(self, name: str) -> str | None:
@@ -422,7 +427,10 @@ class Scheduler:
         if outcome.status == "cancelled" and self.status == "interrupted":
             return
         if self.status != "interrupted":  # an interrupt stays an interrupt
-            self.status = "failed"
+            # A build whose only casualties are steps an edit cancelled was superseded, not failed
+            # (the history says so); any real failure makes it failed.
+            edit = outcome.status == "cancelled" and self.superseded
+            self.status = "superseded" if edit and self.status in ("ok", "superseded") else "failed"
         # Everything below a failed step is upstream_failed; breadth first so events read in order.
         todo = list(self.succs[name])
         while todo:

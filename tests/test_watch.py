@@ -323,6 +323,12 @@ def test_an_edit_cancels_the_affected_running_step_and_leaves_no_orphan(project,
     assert w.interrupt() == 130
     assert _wait_gone(second), "Ctrl-C left the step's grandchild running"
     assert "watch: interrupted" in w.output()
+    # The history tells a superseded cycle from a failed one.
+    runs = json.loads(project.run("runs", "--json", check=True).stdout)
+    assert [r["status"] for r in sorted(runs, key=lambda r: r["id"])] == [
+        "superseded",
+        "interrupted",
+    ]
 
 
 def test_sigterm_stops_like_ctrl_c(project, watch):
