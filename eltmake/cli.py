@@ -1,13 +1,18 @@
-"""The ``eltmake`` command line.
+"""The ``eltmake`` command line: the entry point, kept small.
 
-Imports are lazy: ``eltmake --version`` and ``--help`` must start about as fast as Python itself,
-so nothing heavy (networkx, rich, pluggy, diskcache) is imported at module level.
+``eltmake --version`` and ``--help`` must start about as fast as Python itself. With
+``PYTHONDONTWRITEBYTECODE=1`` every start compiles this module again, so it holds only the fast
+paths and the error handling; the parser and the commands live in :mod:`eltmake.commands`, and
+nothing heavy (argparse, networkx, rich, pluggy, diskcache) is imported at module level.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of every start
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -28,30 +33,17 @@ CORE_COMMANDS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors: one line, exit 2
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _jobs(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"-j takes a whole number of parallel steps, not {value!r}"
-        ) from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"-j takes a number of at least 1, not {n}")
-    return n
-
-
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """``-C``, ``--env`` and ``--debug`` on a subcommand, as on every core command: for plugins'
     ``eltmake_add_commands``. Read them as ``args.project_dir``, ``args.env_name``."""
-    _common(p, top=False)
+    common_options(p, top=False)
 
 
-def _common(p: argparse.ArgumentParser, top: bool) -> None:
+def common_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes; on a subcommand they default to SUPPRESS so that a value
+    given before the command (``eltmake -C DIR build``) is not overwritten by the default."""
+    import argparse
+
     d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
     p.add_argument(
         "-C",
@@ -69,144 +61,6 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
         help="apply [environments.NAME] overrides",
     )
     p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks")
-
-
-def build_parser(
-    with_plugins: bool = False, project_dir: str | None = None
-) -> argparse.ArgumentParser:
-    from eltmake import __version__
-
-    p = _Parser(
-        prog="eltmake",
-        description="Make-style ELT builds: Singer extract-load, dbt and "
-        "commands in one cached dependency graph.",
-    )
-    p.add_argument("--version", action="version", version=f"eltmake {__version__}")
-    _common(p, top=True)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def add(name: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=CORE_COMMANDS[name], description=CORE_COMMANDS[name])
-        _common(sp, top=False)
-        return sp
-
-    for name in ("build", "status", "watch"):
-        b = add(name)
-        b.add_argument("targets", nargs="*", metavar="TARGET", help="default: [project].default")
-        b.add_argument(
-            "--only", action="store_true", help="build only these targets, not their deps"
-        )
-        b.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
-        if name == "status":
-            continue
-        b.add_argument(
-            "-j", "--jobs", type=_jobs, default=None, help="parallel steps (default: cores)"
-        )
-        b.add_argument(
-            "-k",
-            "--keep-going",
-            action="store_true",
-            help="go on with what does not depend on a failure",
-        )
-        b.add_argument(
-            "-B", "--always-make", dest="force_all", action="store_true", help="run every step"
-        )
-        b.add_argument(
-            "--force",
-            action="append",
-            default=[],
-            metavar="TARGET",
-            help="run TARGET even if up to date (repeatable)",
-        )
-        b.add_argument(
-            "--full-refresh",
-            action="store_true",
-            help="ignore incremental state (Singer bookmarks, dbt incremental models)",
-        )
-        b.add_argument(
-            "-v", "--verbose", action="store_true", help="show skipped steps and step output"
-        )
-        b.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
-        if name == "build":
-            b.add_argument(
-                "-n",
-                "--dry-run",
-                action="store_true",
-                help="print what would run and why; run nothing",
-            )
-            b.add_argument(
-                "--no-wait",
-                action="store_true",
-                help="fail at once if another build holds the project",
-            )
-        else:
-            b.add_argument(
-                "--debounce",
-                type=float,
-                default=0.05,
-                metavar="SECONDS",
-                help="wait this long for edits to settle (default 0.05)",
-            )
-            b.add_argument(
-                "--clear", action="store_true", help="clear the screen before each cycle"
-            )
-
-    g = add("list")
-    g.add_argument("--json", action="store_true")
-    g = add("graph")
-    g.add_argument("targets", nargs="*", metavar="TARGET")
-    g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
-    g = add("install")
-    g.add_argument("names", nargs="*", metavar="NAME", help="default: every tool of the project")
-    g.add_argument("--force", action="store_true", help="reinstall even if nothing changed")
-    g = add("invoke")
-    g.add_argument("name", metavar="NAME")
-    g.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS")
-    g = add("state")
-    g.add_argument("action", choices=["list", "show", "set", "clear", "unlock"])
-    g.add_argument("state_id", nargs="?", metavar="ID")
-    g.add_argument(
-        "value", nargs="?", metavar="JSON", help="for set: the new value (or - for stdin)"
-    )
-    g = add("runs")
-    g.add_argument("run_id", nargs="?", type=int, metavar="ID", help="show the steps of one run")
-    g.add_argument("--limit", type=int, default=20)
-    g.add_argument("--json", action="store_true")
-    for name in ("touch", "forget"):
-        g = add(name)
-        g.add_argument("targets", nargs="*", metavar="TARGET")
-        g.add_argument("--all", action="store_true", help="every target")
-    add("plugins")
-    g = add("init")
-    g.add_argument("dir", nargs="?", default=".", metavar="DIR")
-    g.add_argument("--name", help="project name (default: the folder's name)")
-    if with_plugins:
-        pm = _plugin_manager()
-        if project_dir is not None:
-            _load_project_plugins(pm, project_dir)
-        pm.hook.eltmake_add_commands(subparsers=sub)
-    return p
-
-
-def _load_project_plugins(pm, project_dir: str) -> None:
-    """Register the project's own plugins (``plugins/*.py``, ``[project].plugins``) so that the
-    commands they add parse. Only their names are read here: a broken project file is reported by
-    ``load_project`` when the command reads the project."""
-    import tomllib
-
-    from eltmake.project import PROJECT_FILE, find_root
-
-    root = find_root(project_dir)
-    file = root / PROJECT_FILE
-    if not file.is_file():
-        return
-    try:
-        modules = tomllib.loads(file.read_text()).get("project", {}).get("plugins", [])
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
-        modules = []
-    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        modules = []
-    pm.load_project_plugins(root, modules, file.name)
 
 
 def top_help() -> str:
@@ -227,14 +81,6 @@ def top_help() -> str:
     )
 
 
-def _plugin_manager():
-    from eltmake.plugins import PluginManager
-
-    pm = PluginManager()
-    pm.load_builtins_and_entrypoints()
-    return pm
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv == ["--version"]:  # the fast path: no parser at all
@@ -250,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         # Plugins may add commands: load them only when the core does not know the command.
         first = _command_word(argv)
         needs_plugins = first is not None and first not in CORE_COMMANDS
+        from eltmake.commands import COMMANDS, build_parser
+
         parser = build_parser(
             with_plugins=needs_plugins, project_dir=_option_value(argv, ("-C", "--directory"))
         )
@@ -308,313 +156,3 @@ def _command_word(argv: list[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
-
-
-# --- commands ---------------------------------------------------------------------------------
-
-
-def _load(args):
-    from eltmake.project import load_project
-
-    return load_project(args.project_dir, env_name=args.env_name)
-
-
-def _graph_and_selection(project, args):
-    from eltmake.graph import selection
-
-    return selection(
-        project, list(getattr(args, "targets", []) or []), getattr(args, "only", False)
-    )
-
-
-def cmd_build(args) -> int:
-    from eltmake.build import run_build
-
-    return run_build(args)
-
-
-def cmd_status(args) -> int:
-    from eltmake.build import run_status
-
-    return run_status(args)
-
-
-def cmd_watch(args) -> int:
-    from eltmake.watch import run_watch
-
-    return run_watch(args)
-
-
-def cmd_list(args) -> int:
-    import json
-
-    project = _load(args)
-    g, _, _ = _graph_and_selection(project, args)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": n,
-                        "kind": t.kind,
-                        "deps": sorted(g.predecessors(n)),
-                        "description": t.description,
-                    }
-                    for n, t in project.targets.items()
-                ],
-                indent=2,
-            )
-        )
-        return 0
-    width = max((len(n) for n in project.targets), default=0)
-    for n, t in project.targets.items():
-        deps = sorted(g.predecessors(n))
-        desc = f"  {t.description}" if t.description else ""
-        star = "*" if n in project.default else " "
-        print(
-            f"{star} {n:<{width}}  {t.kind or 'aggregate':<9}{desc}"
-            + (f"  ← {', '.join(deps)}" if deps else "")
-        )
-    return 0
-
-
-def cmd_graph(args) -> int:
-    from eltmake import graph as G
-
-    project = _load(args)
-    graph, names, order = _graph_and_selection(project, args)
-    g = graph.nx
-    if not args.targets:
-        order = list(graph.order)
-    if args.format == "dot":
-        print(G.to_dot(g, order))
-    elif args.format == "mermaid":
-        print(G.to_mermaid(g, order))
-    elif args.format == "json":
-        print(G.to_json(g, order))
-    else:
-        from rich.console import Console
-
-        console = Console(highlight=False)
-        roots = names if args.targets else G.default_targets(project, graph)
-        if not args.targets:  # also show targets nothing depends on that are not defaults
-            roots = sorted(set(roots) | {n for n in g.nodes if g.out_degree(n) == 0})
-        colors = {"singer": "cyan", "dbt": "magenta", "command": "green", "aggregate": "yellow"}
-        _print_trees(console, g, roots, colors)
-    return 0
-
-
-def _print_trees(console, g, roots, colors) -> None:
-    from rich.markup import escape
-    from rich.tree import Tree
-
-    from eltmake import graph as G
-
-    stack: list = []
-    for depth, name, kind, inferred, again in G.tree_lines(g, roots):
-        label = f"[bold]{escape(name)}[/] [{colors.get(kind, 'blue')}]{kind}[/]"
-        if inferred:
-            label += " [dim](inferred edge)[/]"
-        if again:
-            label += " [dim](shown above)[/]"
-        if depth == 0:
-            if stack:
-                console.print(stack[0])
-            stack = [Tree(label)]
-        else:
-            del stack[depth:]
-            stack.append(stack[-1].add(label))
-    if stack:
-        console.print(stack[0])
-
-
-def cmd_install(args) -> int:
-    from eltmake import toolenv
-
-    project = _load(args)
-    specs = [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
-    known = {s.name for s in specs}
-    for name in args.names:
-        if name not in known:
-            from eltmake.errors import ConfigError, did_you_mean
-
-            raise ConfigError(
-                f"no tool named {name!r} in {project.file.name}{did_you_mean(name, known)}"
-            )
-    done = toolenv.ensure_installed(
-        project, specs, args.names or None, force=args.force, echo=print
-    )
-    if not done:
-        print("all tools are installed and up to date")
-    return 0
-
-
-def cmd_invoke(args) -> int:
-    project = _load(args)
-    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
-    rc = project.pm.hook.eltmake_invoke(project=project, name=args.name, args=rest)
-    if rc is None:
-        from eltmake.errors import ConfigError
-
-        raise ConfigError(
-            f"no tool named {args.name!r} in {project.file.name}; `eltmake install` lists them"
-        )
-    return rc
-
-
-def cmd_state(args) -> int:
-    import json
-
-    from eltmake.errors import ConfigError
-    from eltmake.project import find_root
-    from eltmake.state import StateStore
-
-    root = find_root(args.project_dir)
-    store = StateStore(root / ".eltmake" / "state.db")
-    if args.action == "list":
-        import datetime
-
-        rows = store.list()
-        if not rows:
-            print("no state stored")
-        for sid, updated, size in rows:
-            when = datetime.datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{sid}  {when}  {size} bytes")
-        return 0
-    if not args.state_id:
-        raise ConfigError(
-            f"eltmake state {args.action}: which state id? (`eltmake state list` shows them)"
-        )
-    if args.action == "show":
-        value = store.get(args.state_id)
-        if value is None:
-            raise ConfigError(
-                f"no state stored under {args.state_id!r} (`eltmake state list` shows them)"
-            )
-        print(json.dumps(value, indent=2, sort_keys=True))
-    elif args.action == "set":
-        text = sys.stdin.read() if args.value in (None, "-") else args.value
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"eltmake state set: the value is not JSON: {e}") from None
-        with store.lease(args.state_id):
-            store.set(args.state_id, value)
-        print(f"state {args.state_id} set")
-    elif args.action == "clear":
-        with store.lease(args.state_id):
-            found = store.clear(args.state_id)
-        print(
-            f"state {args.state_id} cleared"
-            if found
-            else f"no state stored under {args.state_id!r}"
-        )
-    elif args.action == "unlock":
-        print("lease removed" if store.unlock(args.state_id) else "no lease held")
-    return 0
-
-
-def cmd_runs(args) -> int:
-    import datetime
-    import json
-
-    from eltmake.project import find_root
-    from eltmake.state import StateStore
-
-    store = StateStore(find_root(args.project_dir) / ".eltmake" / "state.db")
-
-    def ts(t):
-        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-    if args.run_id is not None:
-        steps = store.run_steps(args.run_id)
-        if args.json:
-            print(json.dumps(steps, indent=2))
-            return 0
-        if not steps and not any(r["id"] == args.run_id for r in store.runs(10**9)):
-            from eltmake.errors import ConfigError
-
-            raise ConfigError(f"no build #{args.run_id} in the history; `eltmake runs` lists them")
-        if not steps:
-            print(f"run {args.run_id}: no steps recorded")
-        for s in steps:
-            dur = (s["ended"] or 0) - (s["started"] or 0)
-            print(
-                f"{ts(s['started'])}  {s['status']:<15} {s['target']}  {dur:.2f}s  {s['reason'] or ''}"
-                + (f"  {s['error']}" if s["error"] else "")
-            )
-        return 0
-    runs = store.runs(args.limit)
-    if args.json:
-        print(json.dumps(runs, indent=2))
-        return 0
-    if not runs:
-        print("no builds recorded yet")
-    for r in runs:
-        dur = f"{(r['ended'] - r['started']):.2f}s" if r["ended"] else "running or killed"
-        print(
-            f"#{r['id']:<4} {ts(r['started'])}  {r['status'] or '?':<11} {dur:>9}  "
-            f"{r['built']} built, {r['skipped']} skipped, {r['failed']} failed  {' '.join(r['targets'][-3:])}"
-        )
-    return 0
-
-
-def cmd_touch_forget(args) -> int:
-    from eltmake.build import run_touch_forget
-
-    return run_touch_forget(args)
-
-
-def cmd_plugins(args) -> int:
-    from eltmake.plugins import PluginManager
-
-    pm = PluginManager()
-    pm.load_builtins_and_entrypoints()
-    from eltmake.project import PROJECT_FILE, find_root, load_project
-
-    root = find_root(args.project_dir)
-    if (root / PROJECT_FILE).exists():
-        load_project(root, env_name=args.env_name, pm=pm)
-    for name, origin, hooks in pm.describe():
-        print(f"{name}  ({origin})")
-        for h in hooks:
-            print(f"    {h}")
-            if h == "eltmake_add_commands":
-                for command, help in _commands_of(pm.get_plugin(name)):
-                    print(f"        eltmake {command}: {help}")
-    return 0
-
-
-def _commands_of(plugin) -> list[tuple[str, str]]:
-    """The subcommands a plugin adds, found by letting it add them to a scratch parser: the top
-    --help is static (start-up is a feature), so this is where a user finds them."""
-    scratch = argparse.ArgumentParser(add_help=False)
-    sub = scratch.add_subparsers(parser_class=_Parser)
-    try:
-        plugin.eltmake_add_commands(subparsers=sub)
-    except Exception as e:  # listing must not fail over one plugin
-        return [("?", f"(its eltmake_add_commands failed: {type(e).__name__}: {e})")]
-    return [(a.dest, a.help or "") for a in sub._choices_actions]
-
-
-def cmd_init(args) -> int:
-    from eltmake.scaffold import init_project
-
-    return init_project(args.dir, args.name)
-
-
-COMMANDS = {
-    "build": cmd_build,
-    "status": cmd_status,
-    "watch": cmd_watch,
-    "list": cmd_list,
-    "graph": cmd_graph,
-    "install": cmd_install,
-    "invoke": cmd_invoke,
-    "state": cmd_state,
-    "runs": cmd_runs,
-    "touch": cmd_touch_forget,
-    "forget": cmd_touch_forget,
-    "plugins": cmd_plugins,
-    "init": cmd_init,
-}
