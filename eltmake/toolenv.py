@@ -32,6 +32,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -178,13 +179,23 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _uv_bin() -> str | None:
-    try:
-        import uv
+_UV_LOCK = threading.Lock()
+_UV_BIN: list[str | None] = []  # found once per process
 
-        return uv.find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
+
+def _uv_bin() -> str | None:
+    """uv's executable, found once under a lock: installs run in threads, and the first call of
+    ``uv.find_uv_bin`` initialises ``sysconfig``'s variables, which is not thread-safe (a second
+    thread saw ``EXE`` as None and crashed the build)."""
+    with _UV_LOCK:
+        if not _UV_BIN:
+            try:
+                import uv
+
+                _UV_BIN.append(uv.find_uv_bin())
+            except (ImportError, FileNotFoundError):
+                _UV_BIN.append(shutil.which("uv"))
+        return _UV_BIN[0]
 
 
 def _run(argv: list[str], name: str, what: str, env: dict[str, str]) -> str:

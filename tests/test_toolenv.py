@@ -141,3 +141,38 @@ def test_two_processes_install_the_same_tool_once(tmp_path):
     assert ident["versions"]["target-jsonl"] == "0.1.4"
     exe = toolenv.executable_path(project, spec)
     assert subprocess.run([exe, "--help"], capture_output=True).returncode == 0
+
+
+RACE = """
+import threading
+from eltmake import toolenv
+
+barrier = threading.Barrier(8)
+found, errors = [], []
+
+def find():
+    barrier.wait()
+    try:
+        found.append(toolenv._uv_bin())
+    except Exception as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=find) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors or sorted(set(map(str, found))))
+"""
+
+
+def test_finding_uv_from_parallel_installs_in_a_fresh_process():
+    # In a fresh process the first uv.find_uv_bin() initialises sysconfig, which is not
+    # thread-safe: parallel installs of two tools used to crash with a TypeError. The race is
+    # lost most of the time, not always: five fresh processes make a miss unlikely.
+    for _ in range(5):
+        proc = subprocess.run(
+            [sys.executable, "-c", RACE], capture_output=True, text=True, check=True
+        )
+        result = eval(proc.stdout)  # noqa: S307 - our own repr of a list of strings
+        assert len(result) == 1 and result[0] != "None" and "Error" not in result[0], result
