@@ -35,19 +35,17 @@ class PluginManager(pluggy.PluginManager):
             self.enable_tracing()
 
     def load_builtins_and_entrypoints(self) -> None:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if self.get_plugin(ep.name) is not None or self.is_blocked(ep.name):
+        for name, value, dist in entry_points():
+            if self.get_plugin(name) is not None or self.is_blocked(name):
                 continue
             try:
-                module = ep.load()
+                module = _load_entry_point(value)
             except Exception as e:  # a broken third-party plugin must not look like our bug
                 raise ConfigError(
-                    f"plugin {ep.name!r} (entry point {ep.value}) failed to import: "
+                    f"plugin {name!r} (entry point {value}) failed to import: "
                     f"{type(e).__name__}: {e}; reinstall or uninstall it"
                 ) from e
-            self._register(module, ep.name, f"entry point {ep.value}" + _dist(ep))
+            self._register(module, name, f"entry point {value}{dist}")
 
     def load_project_plugins(self, root: Path, modules: list[str], fname: str) -> None:
         """``[project].plugins`` modules and ``plugins/*.py`` files of the project folder."""
@@ -138,6 +136,59 @@ def _import_file(file: Path, root: Path) -> ModuleType:
     return module
 
 
-def _dist(ep) -> str:
-    dist = getattr(ep, "dist", None)
-    return f" from {dist.name} {dist.version}" if dist else ""
+def entry_points() -> list[tuple[str, str, str]]:
+    """(name, value, " from DIST VERSION") of every ``eltmake`` entry point.
+
+    Asking importlib.metadata costs about 20 ms of every start (it imports email, zipfile and csv,
+    and reads every installed distribution's metadata): a tenth of a small build. The answer only
+    changes when a distribution is installed or removed, which changes the mtime of a folder on
+    ``sys.path``; so it is kept in the user's cache folder under those mtimes, taken *before* the
+    scan (an install during the scan makes the next start scan again).
+    """
+    import json
+
+    key = []
+    for entry in sys.path:
+        try:
+            key.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            key.append([entry, None])
+    file = _entry_points_cache()
+    try:
+        data = json.loads(file.read_text())
+        if data["key"] == key:
+            return [(str(n), str(v), str(d)) for n, v, d in data["entries"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from importlib.metadata import entry_points as scan
+
+    entries = []
+    for ep in scan(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        entries.append((ep.name, ep.value, f" from {dist.name} {dist.version}" if dist else ""))
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "entries": entries}))
+        os.replace(tmp, file)
+    except OSError:  # a read-only home: scan every time
+        pass
+    return entries
+
+
+def _entry_points_cache() -> Path:
+    """One file per Python environment: two virtualenvs have different sys.path keys."""
+    import hashlib
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = hashlib.blake2b(sys.prefix.encode(), digest_size=8).hexdigest()
+    return Path(base) / "eltmake" / f"entry-points-{tag}.json"
+
+
+def _load_entry_point(value: str) -> Any:
+    """What ``EntryPoint.load`` does: ``module`` or ``module:attr.attr`` (extras ignored)."""
+    module_name, _, attrs = value.split("[", 1)[0].partition(":")
+    obj: Any = importlib.import_module(module_name.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -59,7 +58,7 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self._steps: list[tuple] = []
 
     def close(self) -> None:
@@ -147,7 +146,7 @@ class StateStore:
                 )
 
     def _try_acquire(self, state_id: str) -> str | None:
-        host = socket.gethostname()
+        host = os.uname().nodename
         now = time.time()
         with self._tx() as db:
             row = db.execute(

@@ -198,3 +198,42 @@ def test_a_misspelt_hook_is_refused(project):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "eltmake_step_finishd is not an eltmake hook" in proc.stderr
     assert "did you mean 'eltmake_step_finished'" in proc.stderr
+
+
+def test_entry_points_are_cached_under_the_mtimes_of_sys_path(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from eltmake import plugins
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    found = plugins.entry_points()
+    assert ("command", "eltmake_command") in [(n, v) for n, v, _ in found]
+    file = plugins._entry_points_cache()
+    data = json.loads(file.read_text())
+    # The cached answer is used while sys.path's folders are unchanged ...
+    data["entries"] = [["fake", "fake_module", ""]]
+    file.write_text(json.dumps(data))
+    assert plugins.entry_points() == [("fake", "fake_module", "")]
+    # ... and a change of a folder on sys.path (an install) makes it scan again.
+    new_dir = tmp_path / "site"
+    new_dir.mkdir()
+    monkeypatch.syspath_prepend(str(new_dir))
+    assert plugins.entry_points() == found
+    (new_dir / "newly_installed.dist-info").mkdir()
+    mtime = new_dir.stat().st_mtime_ns + 10**9  # timestamps are coarse: make the change visible
+    os.utime(new_dir, ns=(mtime, mtime))
+    data = json.loads(file.read_text())
+    data["entries"] = [["stale", "stale_module", ""]]
+    file.write_text(json.dumps(data))
+    assert plugins.entry_points() == found
+
+
+def test_entry_point_values_load_like_importlib_metadata():
+    import os.path
+
+    from eltmake.plugins import _load_entry_point
+
+    assert _load_entry_point("os.path") is os.path
+    assert _load_entry_point("os:path.join") is os.path.join
+    assert _load_entry_point("os.path:join [extra]") is os.path.join
