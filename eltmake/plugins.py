@@ -141,18 +141,15 @@ def entry_points() -> list[tuple[str, str, str]]:
 
     Asking importlib.metadata costs about 20 ms of every start (it imports email, zipfile and csv,
     and reads every installed distribution's metadata): a tenth of a small build. The answer only
-    changes when a distribution is installed or removed, which changes the mtime of a folder on
-    ``sys.path``; so it is kept in the user's cache folder under those mtimes, taken *before* the
-    scan (an install during the scan makes the next start scan again).
+    changes when a distribution is installed, removed or reinstalled, so it is kept in the user's
+    cache folder under a key of the metadata folders on ``sys.path`` and the mtimes of their
+    ``entry_points.txt`` files, taken *before* the scan (an install during the scan makes the next
+    start scan again). Folder mtimes would be cheaper but are no key: ``sys.path[0]`` is the
+    current or the script's folder, which changes all the time.
     """
     import json
 
-    key = []
-    for entry in sys.path:
-        try:
-            key.append([entry, os.stat(entry or ".").st_mtime_ns])
-        except OSError:
-            key.append([entry, None])
+    key = _metadata_key()
     file = _entry_points_cache()
     try:
         data = json.loads(file.read_text())
@@ -174,6 +171,23 @@ def entry_points() -> list[tuple[str, str, str]]:
     except OSError:  # a read-only home: scan every time
         pass
     return entries
+
+
+def _metadata_key() -> list[list[Any]]:
+    key: list[list[Any]] = []
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info")))
+        except OSError:  # a zip file (the stdlib's) or a missing folder
+            continue
+        for name in names:
+            try:
+                mtime = os.stat(os.path.join(folder, name, "entry_points.txt")).st_mtime_ns
+            except OSError:
+                mtime = None
+            key.append([entry, name, mtime])
+    return key
 
 
 def _entry_points_cache() -> Path:

@@ -200,9 +200,8 @@ def test_a_misspelt_hook_is_refused(project):
     assert "did you mean 'eltmake_step_finished'" in proc.stderr
 
 
-def test_entry_points_are_cached_under_the_mtimes_of_sys_path(tmp_path, monkeypatch):
+def test_entry_points_are_cached_until_an_install_changes_the_metadata(tmp_path, monkeypatch):
     import json
-    import os
 
     from eltmake import plugins
 
@@ -210,22 +209,26 @@ def test_entry_points_are_cached_under_the_mtimes_of_sys_path(tmp_path, monkeypa
     found = plugins.entry_points()
     assert ("command", "eltmake_command") in [(n, v) for n, v, _ in found]
     file = plugins._entry_points_cache()
-    data = json.loads(file.read_text())
-    # The cached answer is used while sys.path's folders are unchanged ...
-    data["entries"] = [["fake", "fake_module", ""]]
-    file.write_text(json.dumps(data))
+
+    def poison(name: str) -> None:
+        data = json.loads(file.read_text())
+        data["entries"] = [[name, f"{name}_module", ""]]
+        file.write_text(json.dumps(data))
+
+    # The cached answer is used while the installed distributions are unchanged, whatever else
+    # changes in the folders on sys.path ...
+    poison("fake")
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    (site / "some_module.py").write_text("")
     assert plugins.entry_points() == [("fake", "fake_module", "")]
-    # ... and a change of a folder on sys.path (an install) makes it scan again.
-    new_dir = tmp_path / "site"
-    new_dir.mkdir()
-    monkeypatch.syspath_prepend(str(new_dir))
+    # ... an installed distribution makes it scan again ...
+    (site / "newly_installed-1.0.dist-info").mkdir()
     assert plugins.entry_points() == found
-    (new_dir / "newly_installed.dist-info").mkdir()
-    mtime = new_dir.stat().st_mtime_ns + 10**9  # timestamps are coarse: make the change visible
-    os.utime(new_dir, ns=(mtime, mtime))
-    data = json.loads(file.read_text())
-    data["entries"] = [["stale", "stale_module", ""]]
-    file.write_text(json.dumps(data))
+    # ... and so does a reinstalled one whose entry points changed.
+    poison("stale")
+    (site / "newly_installed-1.0.dist-info" / "entry_points.txt").write_text("[other]\n")
     assert plugins.entry_points() == found
 
 
