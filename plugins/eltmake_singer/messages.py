@@ -33,8 +33,6 @@ import hashlib
 import re
 from typing import Any
 
-import orjson
-
 # The usual compact spellings of a record's envelope: Singer SDK (orjson) and singer-python.
 PREFIXES = (b'{"type":"RECORD","stream":"', b'{"type": "RECORD", "stream": "')
 # Envelope keys that end a RECORD line and change on every run: ``time_extracted`` and the
@@ -260,6 +258,10 @@ class MessageScanner:
                 break
         if not line.strip():
             return _BLANK, None
+        # Imported here, not at the top: orjson imports uuid and platform (~8 ms), and the module
+        # is loaded before the tap starts; the first SCHEMA line comes once the tap runs.
+        import orjson
+
         try:
             msg = orjson.loads(line)
         except orjson.JSONDecodeError as e:
