@@ -28,7 +28,7 @@ CORE_COMMANDS = {
     "runs": "the history of builds",
     "touch": "accept the current outputs of targets as built (Make's -t)",
     "forget": "drop the cache records of targets, so they build again",
-    "plugins": "list the plugins and the hooks they implement",
+    "plugins": "list the plugins, their hooks and the commands they add",
     "init": "create a starter project",
 }
 
