@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         needs_plugins = first is not None and first not in CORE_COMMANDS
         from eltmake.commands import COMMANDS, build_parser
 
-        parser = build_parser(
-            with_plugins=needs_plugins, project_dir=_option_value(argv, ("-C", "--directory"))
-        )
+        parser = build_parser(with_plugins=needs_plugins, project_dir=_project_dir(argv))
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -130,18 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _option_value(argv: list[str], names: tuple[str, ...]) -> str:
-    """The last value given to one of ``names`` (``-C DIR``, ``-CDIR``, ``--directory=DIR``), or
-    "." (the current folder) when none is."""
+def _project_dir(argv: list[str]) -> str:
+    """The folder given with ``-C DIR``, ``-CDIR``, ``--directory DIR`` or ``--directory=DIR``
+    (the last one wins, as with argparse), or "." (the current folder)."""
     value = "."
     for i, word in enumerate(argv):
-        for name in names:
-            if word == name and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif name.startswith("--") and word.startswith(name + "="):
-                value = word[len(name) + 1 :]
-            elif not name.startswith("--") and word.startswith(name) and len(word) > len(name):
-                value = word[len(name) :]
+        if word in ("-C", "--directory") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif word.startswith("--directory="):
+            value = word.removeprefix("--directory=")
+        elif word.startswith("-C") and len(word) > 2:
+            value = word[2:]
     return value
 
 
