@@ -192,10 +192,10 @@ def _metadata_key() -> list[list[Any]]:
 
 def _entry_points_cache() -> Path:
     """One file per Python environment: two virtualenvs have different sys.path keys."""
-    import hashlib
+    from eltmake.cache import digest
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    tag = hashlib.blake2b(sys.prefix.encode(), digest_size=8).hexdigest()
+    tag = digest(sys.prefix)[:16]
     return Path(base) / "eltmake" / f"entry-points-{tag}.json"
 
 
