@@ -144,6 +144,7 @@ def test_two_processes_install_the_same_tool_once(tmp_path):
 
 
 RACE = """
+import json
 import threading
 from eltmake import toolenv
 
@@ -162,7 +163,7 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
-print(errors or sorted(set(map(str, found))))
+print(json.dumps(errors or sorted(set(map(str, found)))))
 """
 
 
@@ -174,5 +175,5 @@ def test_finding_uv_from_parallel_installs_in_a_fresh_process():
         proc = subprocess.run(
             [sys.executable, "-c", RACE], capture_output=True, text=True, check=True
         )
-        result = eval(proc.stdout)  # noqa: S307 - our own repr of a list of strings
+        result = json.loads(proc.stdout)
         assert len(result) == 1 and result[0] != "None" and "Error" not in result[0], result
