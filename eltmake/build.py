@@ -1,56 +1,118 @@
-"""``eltmake build``, ``status``, ``touch`` and ``forget``: the project, the cache and the scheduler together."""
+"""``eltmake build``, ``status``, ``touch`` and ``forget``: the project, the decisions and the
+scheduler together, from a :class:`BuildRequest` (what the command line asked, as plain data)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
-from eltmake.cache import Cache, digest, key_of, output_snapshot, step_parts
 from eltmake.errors import ConfigError
-from eltmake.graph import selection
+from eltmake.graph import check_names, selection
 from eltmake.project import Project, load_project
-from eltmake.scheduler import ALL, BuildOptions, Scheduler, make_steps
+from eltmake.scheduler import BuildOptions, Scheduler, make_steps
 
-EXIT = {"ok": 0, "failed": 1, "interrupted": 130}
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from eltmake.cache import Cache
+    from eltmake.state import StateStore
+    from eltmake.step import Step
+
+EXIT = {"ok": 0, "failed": 1, "interrupted": 130, "superseded": 1}
 
 
-def options_from_args(args: Any, project: Project, dry_run: bool = False) -> BuildOptions:
-    force = set(getattr(args, "force", []) or [])
-    from eltmake.graph import check_names
+@dataclass
+class BuildRequest:
+    """What a build is asked to do: the command line's options, or the web UI's form."""
 
-    check_names(project, sorted(force))
-    if getattr(args, "force_all", False):
-        force.add(ALL)
-    return BuildOptions(
-        jobs=getattr(args, "jobs", None) or os.cpu_count() or 1,
-        keep_going=getattr(args, "keep_going", False),
-        dry_run=dry_run or getattr(args, "dry_run", False),
-        force=force,
-        full_refresh=getattr(args, "full_refresh", False),
-        debug=getattr(args, "debug", False),
-        command=getattr(args, "command", "build") or "build",
+    project_dir: str | None = None
+    env_name: str | None = None
+    targets: list[str] = field(default_factory=list)
+    only: bool = False
+    jobs: int | None = None
+    keep_going: bool = False
+    dry_run: bool = False
+    force: list[str] = field(default_factory=list)
+    force_all: bool = False
+    full_refresh: bool = False
+    json: bool = False
+    verbose: bool = False
+    plain: bool = False
+    no_wait: bool = False
+    debug: bool = False
+    command: str = "build"
+
+    @classmethod
+    def from_args(cls, args: Any, **overrides: Any) -> BuildRequest:
+        """From parsed command-line arguments (those a command lacks keep their defaults)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values.update(overrides)
+        values["targets"] = list(values.get("targets") or [])
+        values["force"] = list(values.get("force") or [])
+        return cls(**values)
+
+    def options(self, project: Project) -> BuildOptions:
+        check_names(project, sorted(self.force))
+        return BuildOptions(
+            jobs=self.jobs or os.cpu_count() or 1,
+            keep_going=self.keep_going,
+            dry_run=self.dry_run,
+            force=set(self.force),
+            force_all=self.force_all,
+            full_refresh=self.full_refresh,
+            debug=self.debug,
+            command=self.command,
+        )
+
+
+def open_stores(
+    project: Project, warn: Callable[[str], None], write: bool = True
+) -> tuple[Cache, StateStore | None]:
+    """The file-digest cache and the store (records, state, history). A read-only command on a
+    project never built opens no store (it creates nothing)."""
+    from eltmake.cache import Cache
+    from eltmake.state import StateStore
+
+    path = project.state_dir / "state.db"
+    store = StateStore(path) if write or path.exists() else None
+    return Cache(project.state_dir, warn=warn), store
+
+
+def decider_for(project: Project, opts: BuildOptions, cache: Cache, store: Any) -> Any:
+    from eltmake.decide import Decider
+
+    return Decider(
+        project,
+        cache,
+        store,
+        force=opts.force,
+        force_all=opts.force_all,
+        full_refresh=opts.full_refresh,
+        dry_run=opts.dry_run,
     )
 
 
-def install_tools(project: Project, order: list[str], echo) -> dict[str, str]:
-    """Install the missing tools of the steps in ``order`` (``eltmake build`` does it itself).
+def install_tools(
+    project: Project, steps: dict[str, Step], echo: Callable[[str], None]
+) -> dict[str, str]:
+    """Install the missing tools of ``steps`` (``eltmake build`` does it itself).
 
     Returns {step name: error} for the steps whose tool could not be installed or found: they
     fail like any step, and a tool that only other targets use never blocks this build.
     """
-    specs = [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
-    if not specs:
-        return {}
     from eltmake import toolenv
     from eltmake.errors import EltmakeError
 
+    specs = toolenv.declared_tools(project)
+    if not specs:
+        return {}
     by_name = {s.name: s for s in specs}
     needs: dict[str, list[str]] = {}
-    for name, step in make_steps(project, order).items():
-        for names in project.pm.hook.eltmake_step_tools(project=project, step=step):
-            needs.setdefault(name, []).extend(n for n in names or [] if n in by_name)
+    for name, step in steps.items():
+        names = project.recipes[step.kind].tools(project, step) or []
+        needs[name] = [n for n in names if n in by_name]
     needed = sorted({n for names in needs.values() for n in names})
     if not needed:
         return {}
@@ -69,41 +131,49 @@ def install_tools(project: Project, order: list[str], echo) -> dict[str, str]:
     return {step: failed[n] for step, names in needs.items() for n in names if n in failed}
 
 
-def run_build(args: Any) -> int:
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop like Ctrl-C (terminate every step's processes, exit 130)."""
+    raise KeyboardInterrupt
+
+
+def run_build(req: BuildRequest) -> int:
     from eltmake.lock import ProjectLock
     from eltmake.output import make_reporter
-    from eltmake.state import StateStore
 
-    project = load_project(args.project_dir, env_name=args.env_name)
-    g, _, order = selection(project, list(args.targets), args.only)
-    opts = options_from_args(args, project)
-    reporter = make_reporter(args.json, args.verbose, args.plain)
+    project = load_project(req.project_dir, env_name=req.env_name)
+    g, _, order = selection(project, req.targets, req.only)
+    opts = req.options(project)
+    reporter = make_reporter(req.json, req.verbose, req.plain)
     lock = None
-    state = None
+    store = None
     if not opts.dry_run:
         lock = ProjectLock(project.state_dir)
-        lock.acquire(wait=not args.no_wait, notify=reporter.message)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        lock.acquire(wait=not req.no_wait, notify=reporter.message)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        cache = Cache(project.state_dir)
-        if not opts.dry_run:
-            state = StateStore(project.state_dir / "state.db")
-            blocked = install_tools(project, order, reporter.message)
-        else:
-            blocked = {}
-        status = Scheduler(project, g, order, opts, reporter, cache, state, blocked=blocked).run()
+        cache, store = open_stores(project, reporter.message, write=not opts.dry_run)
+        steps = make_steps(project, order)
+        blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)
+        decider = decider_for(project, opts, cache, store)
+        status = Scheduler(
+            project,
+            g,
+            order,
+            opts,
+            reporter,
+            decider,
+            None if opts.dry_run else store,
+            steps=steps,
+            blocked=blocked,
+        ).run()
         cache.close()
         return EXIT[status]
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if state is not None:
-            state.close()
+        if store is not None:
+            store.close()
         if lock is not None:
             lock.release()
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 class _Collect:
@@ -112,23 +182,32 @@ class _Collect:
     def __init__(self) -> None:
         self.outcomes: dict[str, Any] = {}
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return lambda *a, **k: None
 
-    def step_finished(self, name, outcome) -> None:
+    def step_finished(self, name: str, outcome: Any) -> None:
         self.outcomes[name] = outcome
 
 
-def run_status(args: Any) -> int:
+def run_status(req: BuildRequest) -> int:
     import json
+    import sys
 
-    project = load_project(args.project_dir, env_name=args.env_name)
-    g, _, order = selection(project, list(args.targets), args.only)
-    opts = options_from_args(args, project, dry_run=True)
+    project = load_project(req.project_dir, env_name=req.env_name)
+    g, _, order = selection(project, req.targets, req.only)
+    req.dry_run = True
+    opts = req.options(project)
     collect = _Collect()
-    Scheduler(project, g, order, opts, collect, Cache(project.state_dir), None).run()
+    cache, store = open_stores(project, lambda m: print(m, file=sys.stderr), write=False)
+    try:
+        decider = decider_for(project, opts, cache, store)
+        Scheduler(project, g, order, opts, collect, decider, None).run()  # type: ignore[arg-type]
+    finally:
+        cache.close()
+        if store is not None:
+            store.close()
     stale = {n: o for n, o in collect.outcomes.items() if o.status == "would_run"}
-    if args.json:
+    if req.json:
         for n in order:
             o = collect.outcomes[n]
             status = "out_of_date" if o.status == "would_run" else "up_to_date"
@@ -145,71 +224,52 @@ def run_status(args: Any) -> int:
     return 1 if stale else 0
 
 
-def run_touch_forget(args: Any) -> int:
+def run_touch_forget(req: BuildRequest, everything: bool) -> int:
+    import sys
+
     from eltmake.lock import ProjectLock
 
-    project = load_project(args.project_dir, env_name=args.env_name)
-    g, _, order = selection(project, [], False) if args.all else (None, None, None)
-    if args.all:
+    project = load_project(req.project_dir, env_name=req.env_name)
+    if everything:
+        g, _, _ = selection(project, [], False)
         names = list(g.order)
     else:
-        if not args.targets:
-            raise ConfigError(f"eltmake {args.command}: which targets? name them, or pass --all")
-        g, _, full = selection(project, list(args.targets), False)
-        names = [n for n in full if n in set(args.targets)]
+        if not req.targets:
+            raise ConfigError(f"eltmake {req.command}: which targets? name them, or pass --all")
+        g, _, full = selection(project, req.targets, False)
+        names = [n for n in full if n in set(req.targets)]
     with ProjectLock(project.state_dir) as lock:
         lock.acquire()
-        cache = Cache(project.state_dir)
-        if args.command == "forget":
+        cache, store = open_stores(project, lambda m: print(m, file=sys.stderr))
+        assert store is not None
+        try:
+            scope = project.env_name or ""
+            if req.command == "forget":
+                for n in names:
+                    found = store.forget_record(scope, n)
+                    print(f"forgot {n}" if found else f"{n}: nothing recorded")
+                return 0
+            decider = decider_for(project, BuildOptions(), cache, store)
+            steps = make_steps(project, names)
             for n in names:
-                print(f"forgot {n}" if cache.forget(n) else f"{n}: nothing recorded")
-            return 0
-        steps = make_steps(project, names)
-        for n in names:
-            if n not in steps:
-                continue
-            upstream = {}
-            for p in g.predecessors(n):
-                fp = _fingerprint(project, g, cache, p, steps)
-                if fp is None:
-                    raise ConfigError(
-                        f"cannot touch {n}: its upstream {p} has never been built; build or touch it first"
-                    )
-                upstream[p] = fp
-            step = steps[n]
-            missing = [o for o in step.outputs if not (project.root / o).exists()]
-            if missing:
-                raise ConfigError(f"cannot touch {n}: its output {missing[0]} does not exist")
-            parts, _ = step_parts(project, step, cache, upstream)
-            outputs = output_snapshot(project, cache, step)
-            old = cache.record(n) or {}
-            # The fingerprint of what is there now: the outputs' digest, so the steps below re-run
-            # when the accepted outputs differ from what they last saw.
-            if step.outputs:
-                fp = digest({k: v[2] for k, v in outputs.items()})
-            elif old.get("key") == key_of(parts):
-                fp = old["fingerprint"]
-            else:
-                fp = key_of(parts)
-            cache.put_record(
-                n,
-                {
-                    "key": key_of(parts),
-                    "parts": parts,
-                    "fingerprint": fp,
-                    "time": time.time(),
-                    "duration": 0.0,
-                    "stats": {"touched": True},
-                    "outputs": outputs,
-                },
-            )
-            print(f"touched {n}")
+                if n not in steps:
+                    continue
+                upstream = {}
+                for p in g.predecessors(n):
+                    fp = decider.recorded_fingerprint(p, g.preds)
+                    if fp is None:
+                        raise ConfigError(
+                            f"cannot touch {n}: its upstream {p} has never been built; build or "
+                            "touch it first"
+                        )
+                    upstream[p] = fp
+                step = steps[n]
+                missing = [o for o in step.outputs if not (project.root / o).exists()]
+                if missing:
+                    raise ConfigError(f"cannot touch {n}: its output {missing[0]} does not exist")
+                decider.touch(step, upstream)
+                print(f"touched {n}")
+        finally:
+            cache.close()
+            store.close()
     return 0
-
-
-def _fingerprint(project, g, cache: Cache, name: str, steps) -> str | None:
-    if project.targets[name].kind is not None:
-        rec = cache.record(name)
-        return rec["fingerprint"] if rec else None
-    fps = {p: _fingerprint(project, g, cache, p, steps) for p in g.predecessors(name)}
-    return None if None in fps.values() else digest(fps)

@@ -1,80 +1,36 @@
-"""Constructive traces with early cutoff: step keys, output fingerprints and their records.
+"""The machine-local content cache: which digest each file had at which stat.
 
-A step's key is the digest of its *parts*: its kind, its definition (one digest per key, so a
-change can be named), the content of its inputs, the output fingerprints of its upstream steps and
-the cache format. Because downstream keys hold upstream *fingerprints* (what a step produced) and
-not upstream keys, a step that re-runs and produces the same output leaves its dependents skipped.
-
-Records live in diskcache under ``.eltmake/cache``. A stat cache (size, mtime, inode, ctime) maps
-each file to its digest so that a no-op build reads no unchanged file.
+Content is the truth; this cache only avoids reading unchanged files again. It lives in diskcache
+under ``.eltmake/cache``, stored as JSON (reading it can never run code), and it is disposable: a
+damaged one is set aside with a warning and rebuilt, costing one read of each file. Step records
+(what each step produced) live in the store with the state (:mod:`eltmake.state`).
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eltmake.project import parse_freshness
+from eltmake.digest import file_digest as _read_digest
 
-if TYPE_CHECKING:
-    from eltmake.project import Project
-    from eltmake.step import Step
-
-# Bump only when keys really change meaning: upgrading eltmake must not force a full rebuild.
-FORMAT_VERSION = 1
 MISSING = "missing"
 # Files modified this recently are hashed again next time: their mtime may not yet tell a later
 # write in the same clock tick apart ("racy git").
 RACY_S = 2.0
-# Keys of a target table that describe it without changing what it does.
-NOT_IN_KEY = {"deps", "description", "freshness", "locks"}
 _GLOB_CHARS = set("*?[")
-_ESCAPED = set('"\\')
-
-
-def digest(data: Any) -> str:
-    """A short stable digest of JSON-able data (keys sorted) or bytes."""
-    if isinstance(data, str) and data.isascii() and data.isprintable() and not _ESCAPED & set(data):
-        data = b'"' + data.encode() + b'"'  # what json.dumps gives, without the encoder's cost
-    elif not isinstance(data, bytes):
-        # json, not orjson: importing orjson costs more start-up than it saves on small dicts.
-        data = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class Cache:
-    def __init__(self, state_dir: Path):
-        import diskcache
-
+    def __init__(self, state_dir: Path, warn: Callable[[str], None] | None = None):
         self.dir = state_dir / "cache"
-        self.dc = diskcache.Cache(str(self.dir), eviction_policy="none", size_limit=2**40)
-        self._stats: dict[str, Any] = {}
+        self.dc = _open(self.dir, warn)
 
     def close(self) -> None:
         self.dc.close()
-
-    # --- records -------------------------------------------------------------------------------
-
-    def record(self, name: str) -> dict[str, Any] | None:
-        return self.dc.get("rec:" + name)
-
-    def put_record(self, name: str, rec: dict[str, Any]) -> None:
-        self.dc.set("rec:" + name, rec)
-
-    def forget(self, name: str) -> bool:
-        return self.dc.delete("rec:" + name)
-
-    def names(self) -> list[str]:
-        return sorted(
-            k[4:] for k in self.dc.iterkeys() if isinstance(k, str) and k.startswith("rec:")
-        )
-
-    # --- files ---------------------------------------------------------------------------------
 
     def file_digest(
         self, root: Path, rel: str, known: dict[str, list] | None = None
@@ -82,7 +38,8 @@ class Cache:
         """The content digest of a file and the stat it was taken at (``MISSING`` if absent).
 
         ``known`` maps paths to ``[*stat, digest]`` as a step's record holds them: a file whose
-        stat is unchanged since that run costs no cache lookup at all."""
+        stat is unchanged since that run costs no cache lookup at all. A folder is digested by
+        the names and contents of the files under it, and its stat is ``()``."""
         path = os.path.join(root, rel)
         try:
             st = os.stat(path)
@@ -93,18 +50,37 @@ class Cache:
             seen = known.get(rel)
             if seen is not None and tuple(seen[:4]) == sig:
                 return seen[4], sig
+        if not os.path.isfile(path):
+            # A folder's own stat says nothing of its files: () asks for a digest every time.
+            return self.folder_digest(root, rel), ()
         key = "stat:" + rel
-        hit = self.dc.get(key)
-        if hit is not None and tuple(hit[0]) == sig:
+        try:
+            hit = self.dc.get(key)
+        except Exception:  # a damaged entry: read the file
+            hit = None
+        if isinstance(hit, list) and len(hit) == 2 and tuple(hit[0]) == sig:
             return hit[1], sig
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        d = h.hexdigest()
+        d = _read_digest(path)
         if time.time() - st.st_mtime_ns / 1e9 > RACY_S:
-            self.dc.set(key, (sig, d))
+            try:
+                self.dc.set(key, [list(sig), d])
+            except Exception:  # a cache that cannot be written costs speed, not correctness
+                pass
         return d, sig
+
+    def folder_digest(self, root: Path, rel: str) -> str:
+        """Every file under a folder output: its relative path and content digest."""
+        from eltmake.digest import digest
+
+        base = os.path.join(root, rel)
+        entries = []
+        for folder, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in sorted(files):
+                sub = os.path.relpath(os.path.join(folder, name), root)
+                d, _ = self.file_digest(root, sub)
+                entries.append([os.path.relpath(sub, rel), d])
+        return digest(entries)
 
     def expand(self, root: Path, patterns: list[str]) -> list[str]:
         """Input patterns → sorted relative file paths; a literal path is kept even if missing."""
@@ -119,142 +95,35 @@ class Cache:
         return sorted(out)
 
 
-def step_parts(
-    project: Project,
-    step: Step,
-    cache: Cache,
-    upstream: dict[str, str],
-    rec: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, tuple | None]]:
-    """The parts of a step's key, and the stat of each input file when it was read."""
-    pm = project.pm
-    definition = {k: digest(v) for k, v in step.target.config.items() if k not in NOT_IN_KEY}
-    for extra in pm.hook.eltmake_step_definition(project=project, step=step):
-        for k, v in (extra or {}).items():
-            definition[k] = digest(v)
-    patterns = list(step.inputs)
-    for extra in pm.hook.eltmake_step_inputs(project=project, step=step):
-        patterns.extend(extra or [])
-    inputs: dict[str, str] = {}
-    stats: dict[str, tuple | None] = {}
-    known = rec.get("input_stats") if rec else None
-    for rel in cache.expand(project.root, patterns):
-        inputs[rel], stats[rel] = cache.file_digest(project.root, rel, known)
-    parts = {
-        "format": FORMAT_VERSION,
-        "kind": step.kind,
-        "definition": definition,
-        "inputs": inputs,
-        "upstream": upstream,
-    }
-    return parts, stats
+def _open(folder: Path, warn: Callable[[str], None] | None) -> Any:
+    """Open the diskcache; a damaged one (garbage, truncated, a file where the folder should be)
+    is moved aside and a new one started: the cache is disposable."""
+    import sqlite3
 
+    import diskcache
 
-def input_stats(parts: dict[str, Any], stats: dict[str, tuple | None]) -> dict[str, list]:
-    """{input: [*stat, digest]} for a record, so the next decision needs no stat-cache lookup."""
-    return {
-        rel: [*sig, parts["inputs"][rel]]
-        for rel, sig in stats.items()
-        if sig is not None and time.time() - sig[1] / 1e9 > RACY_S
-    }
+    def make() -> Any:
+        dc = diskcache.Cache(
+            str(folder), disk=diskcache.JSONDisk, eviction_policy="none", size_limit=2**40
+        )
+        dc.get("stat:")  # touches the table: a garbage file fails here, not mid-build
+        return dc
 
-
-def key_of(parts: dict[str, Any]) -> str:
-    return digest(parts)
-
-
-def explain(parts: dict[str, Any], rec: dict[str, Any] | None) -> list[str]:
-    """Why a key differs from the recorded one, in words, most useful first."""
-    if rec is None:
-        return ["never built"]
-    old = rec.get("parts") or {}
-    if old.get("format") != parts["format"]:
-        return ["cache format changed"]
-    if old.get("kind") != parts["kind"]:
-        return [f"kind changed: {old.get('kind')} → {parts['kind']}"]
-    reasons = []
-    for side, label in (("inputs", "input"), ("definition", "definition")):
-        a, b = old.get(side, {}), parts[side]
-        for k in sorted(set(a) | set(b)):
-            if k not in a:
-                reasons.append(f"new {label}: {k}")
-            elif k not in b:
-                reasons.append(f"{label} removed: {k}")
-            elif a[k] != b[k]:
-                if side == "inputs" and b[k] == MISSING:
-                    reasons.append(f"input missing: {k}")
-                else:
-                    reasons.append(f"{label} changed: {k}")
-    a, b = old.get("upstream", {}), parts["upstream"]
-    for k in sorted(set(a) | set(b)):
-        if k not in a:
-            reasons.append(f"new upstream: {k}")
-        elif k not in b:
-            reasons.append(f"upstream removed: {k}")
-        elif a[k] != b[k]:
-            reasons.append(f"upstream {k} delivered new data")
-    return reasons or ["key changed"]
-
-
-def freshness_reason(freshness: str | None, rec: dict[str, Any], now: float) -> str | None:
-    """A reason to re-run an up-to-date step because of its ``freshness``, or ``None``."""
-    if not freshness or freshness == "never":
-        return None
-    if freshness == "always":
-        return "freshness always"
-    age = now - rec.get("time", 0)
-    if age > parse_freshness(freshness):
-        return f"older than freshness {freshness}"
-    return None
-
-
-def outputs_reason(project: Project, cache: Cache, step: Step, rec: dict[str, Any]) -> str | None:
-    """Whether the declared outputs are still what the step wrote (Make: a deleted output re-runs)."""
-    recorded = rec.get("outputs", {})
-    for rel in step.outputs:
-        path = os.path.join(project.root, rel)
+    try:
+        return make()
+    except (sqlite3.DatabaseError, OSError, ValueError) as e:
+        aside = folder.with_name(f"{folder.name}.damaged-{int(time.time())}")
         try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return f"output missing: {rel}"
-        old = recorded.get(rel)
-        if old is None:
-            return f"output not recorded: {rel}"
-        if (st.st_size, st.st_mtime_ns) != tuple(old[:2]):
-            d, _ = cache.file_digest(project.root, rel) if os.path.isfile(path) else (old[2], None)
-            if d != old[2]:
-                return f"output changed: {rel}"
-    for reason in project.pm.hook.eltmake_check_outputs(project=project, step=step, record=rec):
-        if reason:
-            return reason
-    return None
+            os.replace(folder, aside)
+        except OSError:
+            import shutil
 
-
-def output_snapshot(project: Project, cache: Cache, step: Step) -> dict[str, list]:
-    """{output: [size, mtime_ns, digest]} after a run; a folder output is stat-only."""
-    out: dict[str, list] = {}
-    for rel in step.outputs:
-        path = os.path.join(project.root, rel)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        if os.path.isfile(path):
-            d, _ = cache.file_digest(project.root, rel)
-        else:
-            d = digest([st.st_size, st.st_mtime_ns])
-        out[rel] = [st.st_size, st.st_mtime_ns, d]
-    return out
-
-
-def inputs_changed_since(project: Project, stats: dict[str, tuple | None]) -> str | None:
-    """The first input whose stat moved while the step ran, or ``None``."""
-    for rel, sig in stats.items():
-        try:
-            st = os.stat(os.path.join(project.root, rel))
-            now = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        except FileNotFoundError:
-            now = None
-        if now != sig:
-            return rel
-    return None
+            shutil.rmtree(folder, ignore_errors=True)
+            aside = None
+        if warn is not None:
+            where = f"; the old one is in {aside}" if aside else ""
+            warn(
+                f"warning: the file-digest cache {folder} was damaged ({type(e).__name__}: {e}); "
+                f"starting a new one (files are read once more){where}"
+            )
+        return make()

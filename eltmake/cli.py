@@ -10,75 +10,7 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms of every start
-if TYPE_CHECKING:
-    import argparse
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-CORE_COMMANDS = {
-    "build": "build targets and what they depend on (the default command of Make)",
-    "status": "say what is out of date and why; exit 1 when anything is (like make -q)",
-    "list": "list the targets",
-    "graph": "show the dependency graph (tree, dot, mermaid or json)",
-    "watch": "build, then rebuild what each edit affects",
-    "install": "install the tools (Singer taps/targets, dbt) into their environments",
-    "invoke": "run a tool in its environment with its config: invoke NAME -- ARGS",
-    "state": "show or change plugin state (list, show, set, clear, unlock)",
-    "runs": "the history of builds",
-    "touch": "accept the current outputs of targets as built (Make's -t)",
-    "forget": "drop the cache records of targets, so they build again",
-    "plugins": "list the plugins, their hooks and the commands they add",
-    "init": "create a starter project",
-}
-
-
-def add_common_options(p: argparse.ArgumentParser) -> None:
-    """``-C``, ``--env`` and ``--debug`` on a subcommand, as on every core command: for plugins'
-    ``eltmake_add_commands``. Read them as ``args.project_dir``, ``args.env_name``."""
-    common_options(p, top=False)
-
-
-def common_options(p: argparse.ArgumentParser, top: bool) -> None:
-    """The options every command takes; on a subcommand they default to SUPPRESS so that a value
-    given before the command (``eltmake -C DIR build``) is not overwritten by the default."""
-    import argparse
-
-    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
-    p.add_argument(
-        "-C",
-        "--directory",
-        dest="project_dir",
-        metavar="DIR",
-        default=d(None),
-        help="the project folder (default: the current one)",
-    )
-    p.add_argument(
-        "--env",
-        dest="env_name",
-        metavar="NAME",
-        default=d(None),
-        help="apply [environments.NAME] overrides",
-    )
-    p.add_argument("--debug", action="store_true", default=d(False), help="show tracebacks")
-
-
-def top_help() -> str:
-    width = max(len(c) for c in CORE_COMMANDS)
-    cmds = "\n".join(f"  {c:<{width}}  {h}" for c, h in CORE_COMMANDS.items())
-    return (
-        "usage: eltmake [--version] [-C DIR] [--env NAME] [--debug] COMMAND [ARGS]\n\n"
-        "Make-style ELT builds: Singer extract-load, dbt and commands in one cached dependency "
-        "graph.\n\n"
-        f"commands:\n{cmds}\n\n"
-        "options:\n"
-        "  -C DIR, --directory DIR  the project folder (default: the current one)\n"
-        "  --env NAME               apply [environments.NAME] overrides\n"
-        "  --debug                  show tracebacks\n"
-        "  --version                print the version\n\n"
-        "`eltmake COMMAND --help` tells more; plugins may add commands (`eltmake plugins`).\n"
-        "Exit codes: 0 ok, 1 a step failed, 2 bad usage or project file, 130 interrupted."
-    )
+from eltmake.commandline import CORE_COMMANDS, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eltmake {__version__}")
         return EXIT_OK
     if argv in (["--help"], ["-h"]):  # static, so it needs no argparse (start-up is a feature)
+        from eltmake.commandline import top_help
+
         print(top_help())
         return EXIT_OK
     debug = "--debug" in argv

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eltmake.cli import CORE_COMMANDS, EXIT_USAGE, common_options
+from eltmake.commandline import CORE_COMMANDS, EXIT_USAGE, Commands, common_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +35,7 @@ def build_parser(
 
     p = _Parser(
         prog="eltmake",
-        description="Make-style ELT builds: Singer extract-load, dbt and "
+        description="Make-style ELT builds: extract-load, transformations and "
         "commands in one cached dependency graph.",
     )
     p.add_argument("--version", action="version", version=f"eltmake {__version__}")
@@ -78,7 +78,7 @@ def build_parser(
         b.add_argument(
             "--full-refresh",
             action="store_true",
-            help="ignore incremental state (Singer bookmarks, dbt incremental models)",
+            help="ignore incremental state (bookmarks, incremental models)",
         )
         b.add_argument(
             "-v", "--verbose", action="store_true", help="show skipped steps and step output"
@@ -141,7 +141,7 @@ def build_parser(
         pm = _plugin_manager()
         if project_dir is not None:
             _load_project_plugins(pm, project_dir)
-        pm.hook.eltmake_add_commands(subparsers=sub)
+        pm.hook.eltmake_add_commands(commands=Commands(sub))
     return p
 
 
@@ -192,21 +192,23 @@ def _graph_and_selection(project, args):
 
 
 def cmd_build(args) -> int:
-    from eltmake.build import run_build
+    from eltmake.build import BuildRequest, run_build
 
-    return run_build(args)
+    return run_build(BuildRequest.from_args(args))
 
 
 def cmd_status(args) -> int:
-    from eltmake.build import run_status
+    from eltmake.build import BuildRequest, run_status
 
-    return run_status(args)
+    return run_status(BuildRequest.from_args(args, command="status"))
 
 
 def cmd_watch(args) -> int:
-    from eltmake.watch import run_watch
+    from eltmake.build import BuildRequest
+    from eltmake.watch import WatchOptions, run_watch
 
-    return run_watch(args)
+    req = BuildRequest.from_args(args, command="watch")
+    return run_watch(WatchOptions(req, debounce=args.debounce, clear=args.clear))
 
 
 def cmd_list(args) -> int:
@@ -263,7 +265,8 @@ def cmd_graph(args) -> int:
         roots = names if args.targets else G.default_targets(project, graph)
         if not args.targets:  # also show targets nothing depends on that are not defaults
             roots = sorted(set(roots) | {n for n in g.nodes if g.out_degree(n) == 0})
-        colors = {"singer": "cyan", "dbt": "magenta", "command": "green", "aggregate": "yellow"}
+        colors = {kind: recipe.color for kind, recipe in project.recipes.items()}
+        colors["aggregate"] = "yellow"
         _print_trees(console, g, roots, colors)
     return 0
 
@@ -296,7 +299,7 @@ def cmd_install(args) -> int:
     from eltmake import toolenv
 
     project = _load(args)
-    specs = [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
+    specs = toolenv.declared_tools(project)
     known = {s.name for s in specs}
     for name in args.names:
         if name not in known:
@@ -424,9 +427,9 @@ def cmd_runs(args) -> int:
 
 
 def cmd_touch_forget(args) -> int:
-    from eltmake.build import run_touch_forget
+    from eltmake.build import BuildRequest, run_touch_forget
 
-    return run_touch_forget(args)
+    return run_touch_forget(BuildRequest.from_args(args), everything=args.all)
 
 
 def cmd_plugins(args) -> int:
@@ -444,27 +447,27 @@ def cmd_plugins(args) -> int:
         for h in hooks:
             print(f"    {h}")
             if h == "eltmake_add_commands":
-                for command, help in _commands_of(pm.get_plugin(name)):
+                for command, help in _commands_of(pm, name):
                     print(f"        eltmake {command}: {help}")
     return 0
 
 
-def _commands_of(plugin) -> list[tuple[str, str]]:
-    """The subcommands a plugin adds, found by letting it add them to a scratch parser: the top
-    --help is static (start-up is a feature), so this is where a user finds them."""
+def _commands_of(pm, name: str) -> list[tuple[str, str]]:
+    """The subcommands one plugin adds, found by letting it add them to a scratch parser."""
     scratch = argparse.ArgumentParser(add_help=False)
-    sub = scratch.add_subparsers(parser_class=_Parser)
+    commands = Commands(scratch.add_subparsers(parser_class=_Parser))
+    others = [p for n, p in pm.list_name_plugin() if n != name]
     try:
-        plugin.eltmake_add_commands(subparsers=sub)
+        pm.subset_hook_caller("eltmake_add_commands", remove_plugins=others)(commands=commands)
     except Exception as e:  # listing must not fail over one plugin
         return [("?", f"(its eltmake_add_commands failed: {type(e).__name__}: {e})")]
-    return [(a.dest, a.help or "") for a in sub._choices_actions]
+    return commands.added
 
 
 def cmd_init(args) -> int:
     from eltmake.scaffold import init_project
 
-    return init_project(args.dir, args.name)
+    return init_project(args.dir, args.name, _plugin_manager())
 
 
 COMMANDS = {

@@ -7,10 +7,10 @@ loaded by a Singer step) carry ``inferred=True`` and the reason, so pictures can
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
 from eltmake.errors import ConfigError, did_you_mean
+from eltmake.files import write_atomic
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -41,9 +41,6 @@ class Graph:
                 self.succs[p].append(n)
         self._nx = None
 
-    def __len__(self) -> int:
-        return len(self.order)
-
     def predecessors(self, n: str) -> list[str]:
         return self.preds[n]
 
@@ -52,9 +49,6 @@ class Graph:
 
     def ancestors(self, n: str) -> set[str]:
         return _reach(self.preds, n)
-
-    def descendants(self, n: str) -> set[str]:
-        return _reach(self.succs, n)
 
     @property
     def nx(self) -> nx.DiGraph:
@@ -90,20 +84,24 @@ def _to_nx(project: Project) -> nx.DiGraph:
 
 
 def build_graph(project: Project) -> Graph:
-    """Check the graph for cycles and order it, with networkx, once per graph shape."""
-    import hashlib
-    import pickle
+    """Check the graph for cycles and order it, with networkx, once per graph shape (the order
+    is kept as JSON in ``.eltmake/graph.json``: reading it can never run code)."""
+    from eltmake.digest import digest
 
     inferred = {(u, v): why for u, v, why in project.inferred}
-    shape = [(n, t.deps) for n, t in project.targets.items()], sorted(inferred)
-    tag = hashlib.blake2b(pickle.dumps(shape, protocol=5), digest_size=16).hexdigest()
-    cache = project.state_dir / "graph.pickle"
+    shape = [[n, t.deps] for n, t in project.targets.items()], sorted(inferred)
+    tag = digest(shape)
+    cache = project.state_dir / "graph.json"
     try:
-        with open(cache, "rb") as f:
-            cached_tag, order = pickle.load(f)
-        if cached_tag == tag:
+        cached = json.loads(cache.read_bytes())
+        order = cached.get("order") if isinstance(cached, dict) else None
+        if (
+            cached.get("tag") == tag
+            and isinstance(order, list)
+            and set(order) == set(project.targets)
+        ):
             return Graph(project, order, inferred)
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+    except (OSError, ValueError, AttributeError):
         pass
     import networkx as nx
 
@@ -120,14 +118,7 @@ def build_graph(project: Project) -> Graph:
     order = list(nx.topological_sort(g))
     graph = Graph(project, order, inferred)
     graph._nx = g
-    try:
-        project.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump((tag, order), f, protocol=5)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    write_atomic(cache, json.dumps({"tag": tag, "order": order}), best_effort=True)
     return graph
 
 

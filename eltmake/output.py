@@ -13,7 +13,6 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eltmake.scheduler import BuildOptions
     from eltmake.step import Outcome
 
 LOG_TAIL = 15  # lines of a failed step's output to show
@@ -22,7 +21,7 @@ LOG_TAIL = 15  # lines of a failed step's output to show
 class Reporter:
     """The events of a build; every method is called on the scheduler's thread except the logs."""
 
-    def build_started(self, targets: list[str], opts: BuildOptions) -> None: ...
+    def build_started(self, targets: list[str], dry_run: bool) -> None: ...
     def step_started(self, name: str, reason: str) -> None: ...
     def step_log(self, name: str, line: str) -> None: ...
     def step_progress(self, name: str, text: str) -> None: ...
@@ -31,10 +30,16 @@ class Reporter:
     def message(self, text: str) -> None: ...
 
 
-def summary(status: str, outcomes: dict[str, Any], elapsed: float) -> str:
+def count(outcomes: dict[str, Any]) -> dict[str, int]:
+    """How many targets ended in each status."""
     counts: dict[str, int] = {}
     for o in outcomes.values():
         counts[o.status] = counts.get(o.status, 0) + 1
+    return counts
+
+
+def summary(status: str, outcomes: dict[str, Any], elapsed: float) -> str:
+    counts = count(outcomes)
     order = ["built", "would_run", "skipped", "failed", "upstream_failed", "cancelled"]
     words = {"would_run": "would run", "upstream_failed": "upstream failed"}
     parts = [f"{counts[s]} {words.get(s, s)}" for s in order if counts.get(s)]
@@ -82,10 +87,10 @@ class PlainReporter(Reporter):
     def message(self, text: str) -> None:
         self._w(text)
 
-    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
+    def build_started(self, targets: list[str], dry_run: bool) -> None:
         self.t0 = time.time()
-        self.dry_run = opts.dry_run
-        if opts.dry_run:
+        self.dry_run = dry_run
+        if dry_run:
             self._w(f"dry run: {len(targets)} targets; nothing is executed")
 
     def step_started(self, name: str, reason: str) -> None:
@@ -143,8 +148,8 @@ class RichReporter(PlainReporter):
         with self._lock:
             self.console.print(text, markup=False, highlight=False)
 
-    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
-        super().build_started(targets, opts)
+    def build_started(self, targets: list[str], dry_run: bool) -> None:
+        super().build_started(targets, dry_run)
         from rich.live import Live
 
         self.live = Live(
@@ -223,10 +228,10 @@ class JsonReporter(Reporter):
     def message(self, text: str) -> None:
         self.human.message(text)
 
-    def build_started(self, targets: list[str], opts: BuildOptions) -> None:
+    def build_started(self, targets: list[str], dry_run: bool) -> None:
         self.t0 = time.time()
-        self._event({"event": "build_started", "targets": targets, "dry_run": opts.dry_run})
-        self.human.build_started(targets, opts)
+        self._event({"event": "build_started", "targets": targets, "dry_run": dry_run})
+        self.human.build_started(targets, dry_run)
 
     def step_started(self, name: str, reason: str) -> None:
         self._event({"event": "step_started", "target": name, "reason": reason})
@@ -254,18 +259,46 @@ class JsonReporter(Reporter):
         self.human.step_finished(name, o)
 
     def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:
-        counts: dict[str, int] = {}
-        for o in outcomes.values():
-            counts[o.status] = counts.get(o.status, 0) + 1
         self._event(
             {
                 "event": "build",
                 "status": status,
-                "counts": counts,
+                "counts": count(outcomes),
                 "duration_s": round(time.time() - self.t0, 3),
             }
         )
         self.human.build_finished(status, outcomes)
+
+
+class WatchDisplay:
+    """The watch's own lines (cycle summaries, errors, what changed): coloured on a terminal, plain
+    elsewhere; with ``--json`` they go to stderr and the watch's events to stdout."""
+
+    STYLES = {"ok": "32", "warn": "33", "error": "1;31", "dim": "2", "bold": "1"}
+
+    def __init__(self, json_events: bool, plain: bool):
+        self.json = json_events
+        self.out: IO[str] = sys.stderr if json_events else sys.stdout
+        self.tty = not plain and self.out.isatty()
+        self._lock = threading.Lock()
+
+    def say(self, text: str, style: str = "") -> None:
+        code = self.STYLES.get(style)
+        with self._lock:
+            self.out.write(f"\033[{code}m{text}\033[0m\n" if self.tty and code else text + "\n")
+            self.out.flush()
+
+    def event(self, obj: dict[str, Any]) -> None:
+        if self.json:
+            with self._lock:
+                sys.stdout.write(json.dumps(obj, default=str) + "\n")
+                sys.stdout.flush()
+
+    def clear(self) -> None:
+        """Clear the terminal before a cycle (``--clear``); nothing in a log."""
+        if self.tty:
+            with self._lock:
+                self.out.write("\033[2J\033[H")
 
 
 def make_reporter(json_events: bool, verbose: bool = False, plain: bool = False) -> Reporter:

@@ -14,12 +14,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from eltmake import hookspecs
 from eltmake.errors import ConfigError
+
+if TYPE_CHECKING:
+    from eltmake.recipe import Recipe
 
 ENTRY_POINT_GROUP = "eltmake"
 
@@ -30,6 +33,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.origins: dict[str, str] = {}  # plugin name -> where it came from
         self._project_loaded: set[str] = set()
+        self._one_plugin_callers: dict[tuple[str, str], Any] = {}
         if os.environ.get("ELTMAKE_TRACE_HOOKS"):
             self.trace.root.setwriter(lambda s: sys.stderr.write(f"[hooks] {s}"))
             self.enable_tracing()
@@ -99,17 +103,48 @@ class PluginManager(pluggy.PluginManager):
                 )
 
     def notify(self, hook_name: str, warn: Callable[[str], None], **kwargs: Any) -> None:
-        """Call a lifecycle hook on every plugin; one plugin's failure is reported and the build
-        goes on (a broken Slack notifier must not stop a warehouse build, nor hide the others)."""
+        """Call a lifecycle hook on every plugin through pluggy (wrappers and tracing apply); one
+        plugin's failure is reported and the others are still called (a broken Slack notifier must
+        not stop a warehouse build, nor hide the other notifiers)."""
         caller = getattr(self.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        plain = [i.plugin_name for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+        for name in reversed(plain):
+            one = self._one_plugin_callers.get((hook_name, name))
+            if one is None:
+                others = [self.get_plugin(n) for n in plain if n != name]
+                one = self.subset_hook_caller(hook_name, remove_plugins=others)
+                self._one_plugin_callers[(hook_name, name)] = one
             try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
+                one(**kwargs)
             except Exception as e:
-                warn(
-                    f"warning: plugin {impl.plugin_name!r}: {hook_name} failed: "
-                    f"{type(e).__name__}: {e}"
-                )
+                warn(f"warning: plugin {name!r}: {hook_name} failed: {type(e).__name__}: {e}")
+
+    def recipes(self) -> dict[str, Recipe]:
+        """Every registered recipe by kind; two recipes with one kind or marker are refused."""
+        from eltmake.recipe import Recipe
+
+        out: dict[str, Recipe] = {}
+        markers: dict[str, str] = {}
+        for found in reversed(self.hook.eltmake_add_recipes()):
+            for recipe in found or []:
+                if isinstance(recipe, type) and issubclass(recipe, Recipe):
+                    recipe = recipe()
+                if not isinstance(recipe, Recipe) or not recipe.kind or not recipe.marker:
+                    raise ConfigError(
+                        "eltmake_add_recipes must return Recipe objects with a kind and a "
+                        f"marker, not {recipe!r:.60}"
+                    )
+                where = f"recipe {type(recipe).__module__}.{type(recipe).__qualname__}"
+                if recipe.kind in out:
+                    raise ConfigError(f"{where}: another recipe has the kind {recipe.kind!r}")
+                if recipe.marker in markers:
+                    raise ConfigError(
+                        f"{where}: the marker key {recipe.marker!r} is taken by the "
+                        f"{markers[recipe.marker]!r} recipe"
+                    )
+                out[recipe.kind] = recipe
+                markers[recipe.marker] = recipe.kind
+        return out
 
     def describe(self) -> list[tuple[str, str, list[str]]]:
         """(name, origin, hooks it implements) for every plugin, for ``eltmake plugins``."""
@@ -163,13 +198,10 @@ def entry_points() -> list[tuple[str, str, str]]:
     for ep in scan(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         entries.append((ep.name, ep.value, f" from {dist.name} {dist.version}" if dist else ""))
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "entries": entries}))
-        os.replace(tmp, file)
-    except OSError:  # a read-only home: scan every time
-        pass
+    from eltmake.files import write_atomic
+
+    # A read-only home: scan every time.
+    write_atomic(file, json.dumps({"key": key, "entries": entries}), best_effort=True)
     return entries
 
 
@@ -192,7 +224,7 @@ def _metadata_key() -> list[list[Any]]:
 
 def _entry_points_cache() -> Path:
     """One file per Python environment: two virtualenvs have different sys.path keys."""
-    from eltmake.cache import digest
+    from eltmake.digest import digest
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     tag = digest(sys.prefix)[:16]

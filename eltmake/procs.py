@@ -21,11 +21,22 @@ class ProcessRegistry:
         self._lock = threading.Lock()
         self._procs: dict[int, tuple[subprocess.Popen, Any]] = {}
 
-    def spawn(self, argv: list[str] | str, owner: Any = None, **kwargs: Any) -> subprocess.Popen:
+    def spawn(
+        self,
+        argv: list[str] | str,
+        owner: Any = None,
+        cancelled: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> subprocess.Popen:
+        """Start a child in its own session; refuse (Cancelled) once ``cancelled`` is set."""
         kwargs.setdefault("start_new_session", True)
         if isinstance(argv, str):
             kwargs.setdefault("shell", True)
         with self._lock:
+            if cancelled is not None and cancelled.is_set():
+                from eltmake.errors import Cancelled
+
+                raise Cancelled("cancelled")
             proc = subprocess.Popen(argv, **kwargs)
             self._procs[proc.pid] = (proc, owner)
         threading.Thread(target=self._reap, args=(proc,), daemon=True).start()
@@ -41,7 +52,9 @@ class ProcessRegistry:
             return [p for p, o in self._procs.values() if owner is None or o is owner]
 
     def terminate(self, owner: Any = None, grace: float = 3.0) -> None:
-        """SIGTERM the process groups (of one owner, or all), then SIGKILL what is left."""
+        """SIGTERM the process groups (of one owner, or all), then SIGKILL what is left.
+
+        Set the owner's ``cancelled`` event first: :meth:`spawn` then starts nothing new."""
         procs = self.running(owner)
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)

@@ -6,7 +6,6 @@ the table and key, what is wrong and what to do.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,10 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eltmake.errors import ConfigError, did_you_mean
+from eltmake.projectfile import (
+    check_keys,
+    check_str_list,
+    check_type,
+    deep_merge,
+    interpolate,
+    read_dotenv,
+    read_toml,
+)
 
 if TYPE_CHECKING:
     from eltmake.plugins import PluginManager
-    from eltmake.step import RecipeSpec
+    from eltmake.recipe import Recipe
 
 PROJECT_FILE = "eltmake.toml"
 CORE_TABLES = {"project", "targets", "environments"}
@@ -45,7 +53,7 @@ class Target:
     """One ``[targets.NAME]`` table. ``config`` is the whole table after interpolation."""
 
     name: str
-    kind: str | None  # the recipe's kind ("command", "singer", "dbt"), None for an aggregate
+    kind: str | None  # the kind of its recipe, None for an aggregate (no recipe)
     deps: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -68,7 +76,7 @@ class Project:
     environ: dict[str, str]
     dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
-    recipes: dict[str, RecipeSpec] = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)  # kind -> recipe
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
     pm: PluginManager | None = field(default=None, repr=False)
 
@@ -145,18 +153,15 @@ def load_project(
         pm = PluginManager()
         pm.load_builtins_and_entrypoints()
     proj = data.get("project", {})
-    _check_keys(proj, PROJECT_KEYS, file.name, "project")
+    check_keys(proj, PROJECT_KEYS, file.name, "project")
     plugins = proj.get("plugins", [])
-    _check_str_list(plugins, file.name, "project", "plugins")
+    check_str_list(plugins, file.name, "project", "plugins")
     pm.load_project_plugins(root, plugins, file.name)
 
     claimed: dict[str, str] = {}
     for tables in pm.hook.eltmake_add_tables():
         claimed.update(tables or {})
-    recipes: dict[str, RecipeSpec] = {}
-    for specs in pm.hook.eltmake_add_recipes():
-        for spec in specs or []:
-            recipes[spec.kind] = spec
+    recipes = pm.recipes()
     for name, value in data.items():
         if name in CORE_TABLES:
             continue
@@ -185,7 +190,7 @@ def load_project(
 
     default = proj.get("default", [])
     default = [default] if isinstance(default, str) else default
-    _check_str_list(default, file.name, "project", "default")
+    check_str_list(default, file.name, "project", "default")
     for name in default:
         if name not in targets:
             raise ConfigError(
@@ -208,6 +213,9 @@ def load_project(
     )
     pm.check()
     pm.hook.eltmake_validate_project(project=project)
+    for t in targets.values():
+        if t.kind is not None:
+            recipes[t.kind].validate(project, t)
     for edges in pm.hook.eltmake_infer_deps(project=project):
         for up, down, why in edges or []:
             if up in targets and down in targets and up != down and up not in targets[down].deps:
@@ -217,8 +225,8 @@ def load_project(
 
 def _put_own_bin_first(env: dict[str, str]) -> None:
     """Steps see eltmake's own environment first on PATH (like ``npm run`` and node_modules/.bin):
-    ``python`` in a recipe is the Python eltmake runs on, with duckdb, and eltmake's console
-    scripts (eltmake-target-duckdb) are found even when the virtualenv is not activated."""
+    ``python`` in a recipe is the Python eltmake runs on, and the console scripts installed with
+    eltmake and its plugins are found even when the virtualenv is not activated."""
     import sys
 
     if sys.prefix == sys.base_prefix:
@@ -229,185 +237,10 @@ def _put_own_bin_first(env: dict[str, str]) -> None:
         env["PATH"] = own + os.pathsep + path if path else own
 
 
-def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Parse the project file; a large one is parsed once per content (pure-Python TOML parsing
-    of 10,000 targets costs more than the no-op build itself)."""
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{file}: not found; run `eltmake init` to create a project here, or pass -C DIR"
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a folder, not a project file") from None
-    except OSError as e:
-        raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
-    if b"\0" in raw:
-        raise ConfigError(f"{file}: is a binary file, not TOML text; is this the right folder?")
-    if cache_dir is None or len(raw) < 32768:
-        return _parse_toml(file, raw)
-    import hashlib
-    import pickle
-
-    tag = hashlib.blake2b(raw, digest_size=16).hexdigest()
-    cached = cache_dir / "project.pickle"
-    try:
-        with open(cached, "rb") as f:
-            if f.read(32).decode() == tag:
-                return pickle.load(f)
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, UnicodeDecodeError):
-        pass
-    data = _parse_toml(file, raw)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(tag.encode())
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cached)
-    except OSError:
-        pass
-    return data
-
-
-def _parse_toml(file: Path, raw: bytes) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{file.name}:{line}: not UTF-8 text (byte {e.start}); save it as UTF-8"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = re.search(r"\(at line (\d+), column (\d+)\)$", msg)
-        if m:
-            msg = msg[: m.start()].strip()
-            raise ConfigError(
-                f"{file.name}:{m.group(1)}:{m.group(2)}: invalid TOML: {msg}"
-            ) from None
-        raise ConfigError(f"{file.name}: invalid TOML: {msg}") from None
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines; ``#`` comments, ``export`` prefixes and quotes as in other dotenv tools."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path.name}: cannot read: {e}") from None
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(f"{path.name}:{n}: expected KEY=value, got {line[:40]!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        out[key] = value
-    return out
-
-
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def interpolate(value: Any, env: dict[str, str], fname: str, path: tuple[str, ...] = ()) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$${`` stands for ``${``."""
-    if isinstance(value, str):
-        if "${" not in value:
-            return value
-
-        def sub(m: re.Match) -> str:
-            if m.group(0) == "$${":
-                return "${"
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            raise ConfigError(
-                f"{fname}: {'.'.join(path)}: ${{{name}}} is not set; export {name}=... "
-                f"or add it to .env (or write ${{{name}:-default}})"
-            )
-
-        return _VAR.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: interpolate(v, env, fname, (*path, k)) for k, v in value.items()}
-    if isinstance(value, _dt.date | _dt.time):
-        # TOML's unquoted dates (start_date = 2024-01-01T00:00:00Z) become ISO 8601 strings,
-        # which is what taps and dbt vars expect (and what Meltano's YAML gives them).
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, list):
-        return [interpolate(v, env, fname, (*path, str(i))) for i, v in enumerate(value)]
-    return value
-
-
-def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in overlay.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-_TYPE_NAMES = {
-    str: "a string",
-    list: "a list",
-    dict: "a table",
-    bool: "true or false",
-    int: "an integer",
-    float: "a number",
-}
-
-
-def type_names(types: tuple[type, ...]) -> str:
-    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-
-
-def check_type(value: Any, types: tuple[type, ...], where: str) -> None:
-    """Refuse a value of the wrong type (``bool`` is not an ``int`` here, unlike in Python)."""
-    ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types)
-    if not ok:
-        got = _TYPE_NAMES.get(type(value), type(value).__name__)
-        raise ConfigError(f"{where} must be {type_names(types)}, not {got} ({value!r:.40})")
-
-
-def _check_keys(
-    table: dict[str, Any], spec: dict[str, tuple[type, ...]], fname: str, where: str
-) -> None:
-    for key, value in table.items():
-        if key not in spec:
-            hint = did_you_mean(key, spec) or f"; allowed: {', '.join(sorted(spec))}"
-            raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
-        check_type(value, spec[key], f"{fname}: {where}.{key}")
-
-
-def _check_str_list(value: Any, fname: str, table: str, key: str) -> None:
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ConfigError(f"{fname}: {table}.{key}[{i}] must be a string, not {item!r:.40}")
-
-
 TARGET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-def _make_target(name: str, t: Any, recipes: dict[str, RecipeSpec], fname: str) -> Target:
+def _make_target(name: str, t: Any, recipes: dict[str, Recipe], fname: str) -> Target:
     where = f"targets.{name}"
     if not TARGET_NAME.match(name):
         raise ConfigError(
@@ -441,7 +274,7 @@ def _make_target(name: str, t: Any, recipes: dict[str, RecipeSpec], fname: str) 
             raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
         check_type(value, allowed[key], f"{fname}: {where}.{key}")
     for key in ("deps", "inputs", "outputs", "locks"):
-        _check_str_list(t.get(key, []), fname, where, key)
+        check_str_list(t.get(key, []), fname, where, key)
     freshness = t.get("freshness")
     if freshness is not None and freshness not in ("always", "never"):
         try:

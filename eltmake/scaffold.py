@@ -1,78 +1,27 @@
-"""``eltmake init``: a starter project that loads a JSONL file into DuckDB and reports on it."""
+"""``eltmake init``: a starter project, as a plugin provides it (``eltmake_starter_project``).
+
+The core writes the files and keeps what is there: an existing file is never overwritten, and
+``.gitignore`` lines are merged into an existing ``.gitignore`` (a repository keeps its own).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from eltmake.errors import ConfigError
 
-PROJECT = """[project]
+# What every project should keep out of version control, whatever its plugins.
+IGNORE = [".eltmake/", ".env"]
+MINIMAL = """[project]
 name = "{name}"
-default = "all"
 
-# A Singer tap from PyPI, installed by eltmake into its own environment.
-[extractors.tap-jsonl]
-pip_url = "tap-jsonl==0.3.1"
-config = {{ path = "data/people.jsonl", stream_name = "people", primary_keys = ["id"] }}
-
-# eltmake's own DuckDB loader: ships with eltmake, nothing to install.
-[loaders.duckdb]
-executable = "eltmake-target-duckdb"
-config = {{ path = "warehouse.duckdb", default_target_schema = "raw" }}
-
-[targets.people]
-description = "load data/people.jsonl into raw.people"
-extract = "tap-jsonl"
-load = "duckdb"
-inputs = ["data/people.jsonl"]
-
-[targets.report]
-description = "count the people per city"
-run = ["python", "scripts/report.py"]
-inputs = ["scripts/report.py"]
-outputs = ["out/report.csv"]
-deps = ["people"]
-
-[targets.all]
-deps = ["report"]
+[targets.hello]
+run = "echo hello"
 """
 
-DATA = (
-    "\n".join(
-        f'{{"id": {i}, "name": "{n}", "city": "{c}"}}'
-        for i, (n, c) in enumerate(
-            [
-                ("Ada", "London"),
-                ("Grace", "New York"),
-                ("Linus", "Helsinki"),
-                ("Margaret", "Boston"),
-                ("Guido", "Amsterdam"),
-                ("Barbara", "Boston"),
-            ],
-            1,
-        )
-    )
-    + "\n"
-)
 
-REPORT = '''"""Write out/report.csv from the warehouse: people per city."""
-
-import csv
-import duckdb
-
-con = duckdb.connect("warehouse.duckdb", read_only=True)
-rows = con.execute("SELECT city, count(*) FROM raw.people GROUP BY city ORDER BY city").fetchall()
-with open("out/report.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["city", "people"])
-    w.writerows(rows)
-print(f"{len(rows)} cities")
-'''
-
-GITIGNORE = ".eltmake/\n*.duckdb\n*.duckdb.wal\nout/\n.env\n"
-
-
-def init_project(directory: str, name: str | None) -> int:
+def init_project(directory: str, name: str | None, pm: Any) -> int:
     root = Path(directory).resolve()
     if (root / "eltmake.toml").exists():
         raise ConfigError(f"{root / 'eltmake.toml'} already exists; init writes a new project only")
@@ -82,12 +31,10 @@ def init_project(directory: str, name: str | None) -> int:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the folder {root}: {e.strerror}") from None
-    files = {
-        "eltmake.toml": PROJECT.format(name=name or root.name),
-        "data/people.jsonl": DATA,
-        "scripts/report.py": REPORT,
-        ".gitignore": GITIGNORE,
-    }
+    project_name = name or root.name
+    files = dict(pm.hook.eltmake_starter_project(name=project_name) or {})
+    files.setdefault("eltmake.toml", MINIMAL.format(name=project_name))
+    ignore = IGNORE + [line for line in files.pop(".gitignore", "").splitlines() if line.strip()]
     for rel, text in files.items():
         path = root / rel
         if path.exists():
@@ -98,5 +45,27 @@ def init_project(directory: str, name: str | None) -> int:
         except OSError as e:
             raise ConfigError(f"cannot write {path}: {e.strerror}") from None
         print(f"created {rel}")
+    added = merge_gitignore(root / ".gitignore", ignore)
+    if added:
+        print(f"added {', '.join(added)} to .gitignore")
     print(f"\nnext: cd {directory} && eltmake build")
     return 0
+
+
+def merge_gitignore(path: Path, lines: list[str]) -> list[str]:
+    """Append the lines ``path`` lacks (created if absent); return those appended."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    have = {line.strip() for line in text.splitlines()}
+    missing = [line for line in dict.fromkeys(lines) if line.strip() not in have]
+    if missing:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        try:
+            path.write_text(text + sep + "\n".join(missing) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot write {path}: {e.strerror}") from None
+    return missing

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS steps (
     run_id INTEGER NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
     started REAL, ended REAL, stats TEXT, error TEXT);
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
+CREATE TABLE IF NOT EXISTS records (
+    scope TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, name));
 """
 
 LEASE_TTL_S = 6 * 3600.0  # a lease of a process on another host is trusted this long
@@ -58,6 +60,9 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)").fetchall()}
+        if "env" not in cols:  # a store from before environments had their own history
+            self._db.execute("ALTER TABLE runs ADD COLUMN env TEXT")
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
         self._steps: list[tuple] = []
 
@@ -168,13 +173,42 @@ class StateStore:
             cur = db.execute("DELETE FROM leases WHERE state_id=?", (state_id,))
         return cur.rowcount > 0
 
+    # --- step records (what each step produced; scoped by environment) ------------------------
+
+    def records(self, scope: str) -> dict[str, dict[str, Any]]:
+        """Every record of a scope, in one query (a no-op build reads them all at once)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, value FROM records WHERE scope=?", (scope,)
+            ).fetchall()
+        out = {}
+        for name, value in rows:
+            try:
+                out[name] = json.loads(value)
+            except ValueError:  # a damaged record: the step runs again and writes a good one
+                continue
+        return out
+
+    def put_record(self, scope: str, name: str, record: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO records(scope, name, value) VALUES (?, ?, ?)",
+                (scope, name, json.dumps(record, separators=(",", ":"))),
+            )
+
+    def forget_record(self, scope: str, name: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM records WHERE scope=? AND name=?", (scope, name))
+        return cur.rowcount > 0
+
     # --- run history ---------------------------------------------------------------------------
 
-    def start_run(self, command: str, targets: list[str]) -> int:
+    def start_run(self, command: str, targets: list[str], env: str | None = None) -> int:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO runs(started, status, command, targets) VALUES (?, 'running', ?, ?)",
-                (time.time(), command, json.dumps(targets)),
+                "INSERT INTO runs(started, status, command, targets, env) "
+                "VALUES (?, 'running', ?, ?, ?)",
+                (time.time(), command, json.dumps(targets), env),
             )
         return int(cur.lastrowid)
 
@@ -249,11 +283,6 @@ class StateStore:
         for r in out:
             r["stats"] = json.loads(r["stats"] or "{}")
         return out
-
-    def last_run_id(self) -> int | None:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(id) FROM runs").fetchone()
-        return row[0] if row else None
 
 
 def _pid_alive(pid: int) -> bool:

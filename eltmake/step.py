@@ -1,6 +1,7 @@
-"""What a plugin receives and returns: recipes, steps, the run context and the result.
+"""What a recipe receives and returns: steps, tools, the run context and the result.
 
-Plain dataclasses, so a plugin author can read the whole contract in one file.
+Plain dataclasses, so a plugin author can read the whole contract in one file (the recipe
+interface itself is in :mod:`eltmake.recipe`).
 """
 
 from __future__ import annotations
@@ -22,44 +23,32 @@ if TYPE_CHECKING:
     from eltmake.project import Project, Target
     from eltmake.state import StateStore
 
-# A reason string ("table raw.orders is missing") or None when a step's outputs stand.
-CheckResult = str
-
-
-@dataclass(frozen=True)
-class RecipeSpec:
-    """A kind of step: its name, the key that marks a target as this kind, and the keys it uses.
-
-    ``keys`` maps each recipe key to the Python types its value may have (``(str, list)``) so the
-    core can refuse a wrong type with a clear message before the plugin sees it.
-    """
-
-    kind: str
-    marker: str
-    keys: dict[str, tuple[type, ...]]
-    doc: str = ""
-
 
 @dataclass(frozen=True)
 class ToolSpec:
     """A tool that lives in its own virtual environment under ``.eltmake/tools/NAME``.
 
     ``pip_url`` is what to install (pip requirement syntax, several separated by spaces); with no
-    ``pip_url`` the tool is an ``executable`` found on PATH or next to eltmake itself.
+    ``pip_url`` the tool is an ``executable`` found on PATH or next to eltmake itself. A tool that
+    ships with its plugin gives its own ``identity`` (e.g. the plugin's version) for step keys;
+    other tools without a ``pip_url`` are identified by their executable file.
     """
 
     name: str
     pip_url: str | None
     executable: str
     plugin: str = ""
+    identity: dict[str, Any] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
-    """One target with a recipe, as the scheduler sees it.
+    """One target with a recipe, as the scheduler sees it; made by :meth:`Recipe.make_step` and
+    not changed afterwards.
 
-    ``data`` is the plugin's own: put whatever ``eltmake_make_step`` works out there so that later
-    hooks do not have to work it out again.
+    ``params`` is the recipe's own: what ``make_step`` works out once (a resolved tool name, a
+    state id) so that later calls need not work it out again. Anything a recipe learns later
+    (a parsed manifest) it keeps itself, keyed by what it depends on.
     """
 
     name: str
@@ -68,7 +57,7 @@ class Step:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     freshness: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     # Steps that share a lock name never run at the same time: an embedded database file admits
     # one writer process (the DuckDB loader and dbt lock the file's path). From the target's
     # ``locks`` key, plus what the plugin adds.
@@ -144,6 +133,7 @@ class StepContext:
         procs: Any,
         run_id: int | None = None,
         changed_inputs: list[str] | None = None,
+        cancelled: threading.Event | None = None,
     ):
         self.project = project
         self.step = step
@@ -151,7 +141,7 @@ class StepContext:
         self.record = record  # the previous successful run's record, or None
         self.state = state
         self.full_refresh = full_refresh
-        self.cancelled = threading.Event()
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
         self.run_id = run_id
         # The input files whose content differs from the last successful run, when nothing else
         # does (definition, upstream fingerprints, tool): a step that can run partially (dbt:
@@ -187,13 +177,11 @@ class StepContext:
         Takes the arguments of :class:`subprocess.Popen`; ``cwd`` defaults to the project root and
         ``env`` to :attr:`env`.
         """
-        if self.cancelled.is_set():
-            from eltmake.errors import Cancelled
-
-            raise Cancelled(f"{self.step.name}: cancelled")
         kwargs.setdefault("cwd", str(self.project.root))
         kwargs.setdefault("env", self.env)
-        return self._procs.spawn(argv, owner=self, **kwargs)
+        # The registry checks ``cancelled`` under the lock that cancellation takes, so a child
+        # is either started before a cancel looks (and stopped by it) or not started at all.
+        return self._procs.spawn(argv, owner=self, cancelled=self.cancelled, **kwargs)
 
     def private_dir(self) -> contextlib.AbstractContextManager[Path]:
         """A temporary folder only the owner can read, removed afterwards (for config files)."""
@@ -212,3 +200,19 @@ def private_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """A database that steps write, declared by the plugin whose table configures it.
+
+    ``type`` names the engine ("duckdb", "postgres"); ``settings`` holds what another plugin needs
+    to reach it, never a password (``path`` for a file database, ``host``/``port``/``user``/
+    ``database``/``schema`` for a server). ``locks`` are the lock names its writers share (a
+    DuckDB file admits one writer process; a server needs none).
+    """
+
+    name: str
+    type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    locks: list[str] = field(default_factory=list)

@@ -1,13 +1,14 @@
 """Tool environments: one isolated virtual environment per tool, installed from its ``pip_url``.
 
-Generic on purpose (Singer taps and targets, dbt and any plugin's tool use it): a tool is a
-:class:`eltmake.step.ToolSpec`, nothing more.
+Generic on purpose (any plugin's tool uses it): a tool is a :class:`eltmake.step.ToolSpec`,
+nothing more.
 
 Choices, and why:
 
-* One environment per tool, named ``<name>-<digest of pip_url>``: tools pin conflicting versions
-  of the same libraries (tap-jsonl needs singer-sdk, target-jsonl an old singer-python), and a
-  changed ``pip_url`` lands in a new folder, so it reinstalls without touching the old one.
+* One environment per tool, named ``<name>-<digest of pip_url and Python>``: tools pin
+  conflicting versions of the same libraries (one tap needs singer-sdk, a target an old
+  singer-python), and a changed ``pip_url`` or another Python lands in a new folder, so it
+  reinstalls without touching the old one.
 * ``$ELTMAKE_TOOLS_DIR`` replaces ``<project>/.eltmake/tools/`` when set: a shared cache, so test
   sessions and several projects reuse one install of the same ``pip_url``.
 * uv (a dependency of eltmake) creates and fills environments; ``python -m venv`` + pip is the
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eltmake.errors import ConfigError, StepError, did_you_mean
+from eltmake.files import write_atomic
 
 if TYPE_CHECKING:
     from eltmake.project import Project
@@ -60,10 +62,22 @@ def tools_dir(project: Project) -> Path:
     return project.state_dir / "tools"
 
 
+def python_tag() -> str:
+    """The interpreter a tool environment is made from: its version, ABI and base installation.
+    Two projects on one Python share environments; another Python gets its own."""
+    return f"{sys.implementation.cache_tag}-{os.uname().machine}-{sys.base_prefix}"
+
+
 def pip_url_digest(pip_url: str) -> str:
-    """A short digest of the requirement list, insensitive to spacing (``a  b`` == ``a b``)."""
-    canonical = " ".join(shlex.split(pip_url))
+    """A short digest of the requirement list (insensitive to spacing: ``a  b`` == ``a b``) and
+    of the Python that runs the environment."""
+    canonical = " ".join(shlex.split(pip_url)) + "\0" + python_tag()
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def declared_tools(project: Project) -> list[ToolSpec]:
+    """Every tool the project's plugins declare (``eltmake_tools``), in one list."""
+    return [s for specs in project.pm.hook.eltmake_tools(project=project) for s in specs or []]
 
 
 def env_dir(project: Project, spec: ToolSpec) -> Path:
@@ -92,11 +106,9 @@ def is_installed(project: Project, spec: ToolSpec) -> bool:
 
 
 def _find_on_path(project: Project, executable: str) -> str | None:
-    """An executable without an environment: on PATH, else next to the running Python.
-
-    The second place is how ``eltmake-target-duckdb`` (installed with eltmake) is found when
-    eltmake's bin folder is not on PATH, e.g. when eltmake runs as ``python -m eltmake``.
-    """
+    """An executable without an environment: on PATH, else next to the running Python (where
+    the console scripts installed with eltmake and its plugins are, when eltmake runs as
+    ``python -m eltmake`` without its environment's bin folder on PATH)."""
     found = shutil.which(executable, path=project.environ.get("PATH") or os.environ.get("PATH"))
     if found:
         return found
@@ -146,26 +158,56 @@ def _missing_executable(env: Path, spec: ToolSpec) -> str:
 
 
 def tool_identity(project: Project, spec: ToolSpec) -> dict[str, Any]:
-    """What identifies the installed tool in a step's cache key: its pip_url and versions.
+    """What identifies the installed tool in a step's cache key.
 
-    A cheap read of the file written at install time. A tool that is not installed yet gets an
-    identity that says so (its steps must run anyway, and will be keyed again once installed).
+    A tool with an environment: its pip_url, the versions installed and the Python that runs
+    them (one small file read, cheap enough for every no-op build). A tool that ships with its
+    plugin: the identity the plugin gives. Any other executable: the content of its file, so an
+    upgrade in place re-runs its steps. A tool that is not installed yet gets an identity that
+    says so (its steps must run anyway, and are keyed again once it is).
     """
+    if spec.identity is not None:
+        return dict(spec.identity)
     if not spec.pip_url:
         found = _find_on_path(project, spec.executable)
-        ident: dict[str, Any] = {"executable": spec.executable}
-        if found and Path(found).parent == Path(sys.executable).parent:
-            # Installed with eltmake itself (e.g. eltmake-target-duckdb): it changes with eltmake.
-            import eltmake
-
-            ident["eltmake"] = eltmake.__version__
-        elif found is None:
-            ident["missing"] = True
-        return ident
+        if found is None:
+            return {"executable": spec.executable, "missing": True}
+        return {"executable": spec.executable, "file": _file_identity(found)}
     marker = _read_marker(env_dir(project, spec))
     if marker is None:
         return {"pip_url": spec.pip_url, "installed": False}
-    return {"pip_url": spec.pip_url, "versions": marker.get("versions", {})}
+    ident = {"pip_url": spec.pip_url, "versions": marker.get("versions", {})}
+    if marker.get("python_tag"):
+        ident["python"] = marker["python_tag"]
+    return ident
+
+
+_FILE_IDS: dict[tuple, str] = {}
+_BIG_FILE = 16 * 1024 * 1024
+
+
+def _file_identity(path: str) -> str:
+    """The digest of an executable's content (of its size and mtime when over 16 MB), memoised
+    per process by its stat."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return "unreadable"
+    sig = (real, st.st_size, st.st_mtime_ns, st.st_ino)
+    known = _FILE_IDS.get(sig)
+    if known is None:
+        if st.st_size > _BIG_FILE:
+            known = f"size {st.st_size} mtime {st.st_mtime_ns}"
+        else:
+            from eltmake.digest import file_digest
+
+            try:
+                known = file_digest(real)
+            except OSError:
+                known = "unreadable"
+        _FILE_IDS[sig] = known
+    return known
 
 
 @contextmanager
@@ -287,6 +329,7 @@ def _install(project: Project, spec: ToolSpec, env: Path) -> dict[str, Any]:
         "pip_url": spec.pip_url,
         "executable": spec.executable,
         "python": sys.version.split()[0],
+        "python_tag": python_tag(),
         "installer": installer,
         "installed_at": time.time(),
         "versions": versions,
@@ -304,9 +347,7 @@ def _install_one(
         echo(f"installing {spec.name} ({spec.pip_url}) ...")
         started = time.monotonic()
         marker = _install(project, spec, env)
-        tmp = env / (MARKER + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=1, sort_keys=True))
-        os.replace(tmp, env / MARKER)
+        write_atomic(env / MARKER, json.dumps(marker, indent=1, sort_keys=True))
     main = marker["versions"]
     shown = (
         ", ".join(f"{k}=={v}" for k, v in main.items() if k in spec.pip_url.lower()) or spec.pip_url

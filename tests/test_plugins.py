@@ -10,39 +10,30 @@ PLUGIN = '''
 """A project plugin: `greet = "NAME"` targets write a greeting file."""
 from pathlib import Path
 
-from eltmake import hookimpl
-from eltmake.errors import ConfigError
-from eltmake.step import RecipeSpec, Step, StepResult
+from eltmake.api import ConfigError, Recipe, StepResult, hookimpl
+
+
+class Greet(Recipe):
+    kind = "greet"
+    marker = "greet"
+    keys = {"greet": (str,), "loud": (bool,)}
+
+    def validate(self, project, target):
+        if not target.config["greet"]:
+            raise ConfigError(f"{project.file.name}: targets.{target.name}.greet: say who to greet")
+
+    def run(self, ctx):
+        text = f"hello {ctx.step.target.config['greet']}"
+        if ctx.step.target.config.get("loud"):
+            text = text.upper()
+        Path(ctx.root, ctx.step.outputs[0]).write_text(text)
+        ctx.log(text)
+        return StepResult(stats={"greetings": 1})
 
 
 @hookimpl
 def eltmake_add_recipes():
-    return [RecipeSpec(kind="greet", marker="greet", keys={"greet": (str,), "loud": (bool,)})]
-
-
-@hookimpl
-def eltmake_validate_project(project):
-    for t in project.targets.values():
-        if t.kind == "greet" and not t.config["greet"]:
-            raise ConfigError(f"{project.file.name}: targets.{t.name}.greet: say who to greet")
-
-
-@hookimpl
-def eltmake_make_step(project, target):
-    if target.kind == "greet":
-        return Step(target.name, "greet", target, outputs=target.outputs)
-
-
-@hookimpl
-def eltmake_run_step(ctx):
-    if ctx.step.kind != "greet":
-        return None
-    text = f"hello {ctx.step.target.config['greet']}"
-    if ctx.step.target.config.get("loud"):
-        text = text.upper()
-    Path(ctx.root, ctx.step.outputs[0]).write_text(text)
-    ctx.log(text)
-    return StepResult(stats={"greetings": 1})
+    return [Greet()]
 
 
 @hookimpl
@@ -106,12 +97,11 @@ def test_plugins_command_lists_builtins_and_project_plugins(project):
     out = project.run("plugins", check=True).stdout
     assert "command  (entry point eltmake_command" in out
     assert "project:greet  (plugins/greet.py)" in out
-    assert "eltmake_run_step" in out
+    assert "eltmake_add_recipes" in out
 
 
 COMMAND_PLUGIN = """
-from eltmake import hookimpl
-from eltmake.cli import add_common_options
+from eltmake.api import hookimpl
 
 
 def cmd_hello(args):
@@ -120,11 +110,9 @@ def cmd_hello(args):
 
 
 @hookimpl
-def eltmake_add_commands(subparsers):
-    p = subparsers.add_parser("hello", help="say hello")
+def eltmake_add_commands(commands):
+    p = commands.add("hello", help="say hello", func=cmd_hello)
     p.add_argument("who")
-    add_common_options(p)
-    p.set_defaults(func=cmd_hello)
 """
 
 
@@ -153,12 +141,41 @@ def test_every_hook_is_documented():
         for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
         if name.startswith("eltmake_")
     ]
-    assert len(hooks) >= 15
+    assert len(hooks) >= 12
     for hook in hooks:
         doc = inspect.getdoc(hook) or ""
         assert len(doc) > 40, (
             f"{hook.__name__} needs a docstring saying when it is called and what it returns"
         )
+
+
+def test_every_recipe_method_is_documented():
+    from eltmake.recipe import Recipe
+
+    methods = [m for name, m in inspect.getmembers(Recipe, inspect.isfunction) if name[0] != "_"]
+    assert {m.__name__ for m in methods} >= {
+        "make_step",
+        "definition",
+        "inputs",
+        "check_outputs",
+        "run",
+        "tools",
+        "written_paths",
+    }
+    for m in methods:
+        assert len(inspect.getdoc(m) or "") > 40, f"Recipe.{m.__name__} needs a docstring"
+
+
+def test_built_in_plugins_use_only_the_public_api():
+    """What a user's plugin can copy: the built-ins import from eltmake.api alone."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "plugins"
+    for path in sorted(root.glob("eltmake_*/**/*.py")):
+        text = path.read_text()
+        bad = re.findall(r"^\s*(?:from|import) (eltmake\.(?!api\b)[\w.]+)", text, re.M)
+        assert not bad, f"{path.relative_to(root)} imports {bad[0]}; use eltmake.api"
 
 
 def test_a_failing_notification_hook_does_not_stop_the_build(project):

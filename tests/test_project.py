@@ -84,12 +84,14 @@ def test_two_recipes(project, tmp_path):
     project.write(
         "plugins/echo_kind.py",
         """
-        from eltmake import hookimpl
-        from eltmake.step import RecipeSpec
+        from eltmake.api import Recipe, hookimpl
+
+        class Echo(Recipe):
+            kind, marker, keys = "echo", "say", {"say": (str,)}
 
         @hookimpl
         def eltmake_add_recipes():
-            return [RecipeSpec(kind="echo", marker="say", keys={"say": (str,)})]
+            return [Echo()]
         """,
     )
     project.toml("[targets.a]\nrun = 'true'\nsay = 'hi'\n")

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from eltmake.watch import ADDED, DELETED, MODIFIED, GitIgnore, WatchMap, glob_regex, is_editor_junk
+from eltmake.watchpaths import (
+    ADDED,
+    DELETED,
+    MODIFIED,
+    GitIgnore,
+    WatchMap,
+    glob_regex,
+    is_editor_junk,
+)
 
 PY = sys.executable
 WAIT = 60  # seconds: generous, for a loaded CI machine
@@ -521,31 +529,23 @@ def test_dbt_model_edit_reruns_that_model_and_what_its_output_changes(project, t
 PROBE_PLUGIN = """
 import json
 
-from eltmake import hookimpl
-from eltmake.errors import StepError
-from eltmake.step import RecipeSpec, Step, StepResult
+from eltmake.api import Recipe, StepError, StepResult, hookimpl
+
+
+class Probe(Recipe):
+    kind, marker, keys = "probe", "probe", {"probe": (str,)}
+
+    def run(self, ctx):
+        with open(ctx.root / "seen.jsonl", "a") as f:
+            f.write(json.dumps(ctx.changed_inputs) + "\\n")
+        if (ctx.root / "fail").exists():
+            raise StepError("asked to fail")
+        return StepResult()
 
 
 @hookimpl
 def eltmake_add_recipes():
-    return [RecipeSpec(kind="probe", marker="probe", keys={"probe": (str,)})]
-
-
-@hookimpl
-def eltmake_make_step(project, target):
-    if target.kind == "probe":
-        return Step(name=target.name, kind="probe", target=target, inputs=target.inputs)
-
-
-@hookimpl
-def eltmake_run_step(ctx):
-    if ctx.step.kind != "probe":
-        return None
-    with open(ctx.root / "seen.jsonl", "a") as f:
-        f.write(json.dumps(ctx.changed_inputs) + "\\n")
-    if (ctx.root / "fail").exists():
-        raise StepError("asked to fail")
-    return StepResult()
+    return [Probe()]
 """
 
 
@@ -635,6 +635,8 @@ def test_classify_ignores_what_builds_write(tmp_path):
     (tmp_path / "transform").mkdir()
     (tmp_path / "transform/dbt_project.yml").write_text("name: t\n")
     wm = WatchMap(root=tmp_path, loaded=True)
+    # what the dbt recipe says its steps write (written_paths)
+    wm.written = {"transform/target", "transform/logs", "transform/dbt_packages"}
     wm.add_inputs("orders", ["data/orders.jsonl", "data/*.csv"], from_plugin=False)
     wm.add_inputs("marts", ["transform/models/a.sql"], from_plugin=True)
     wm.outputs = {"out/report.html", "out/dir"}

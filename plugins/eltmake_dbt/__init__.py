@@ -1,7 +1,8 @@
 """dbt transformations for eltmake: ``[transformers.NAME]`` and targets with ``transform = NAME``.
 
-A built-in plugin written only against the public hooks (:mod:`eltmake.hookspecs`), as a user's
-plugin would be. One concern per module:
+A built-in plugin written only against :mod:`eltmake.api`, as a user's plugin would be: one recipe
+(a target with ``transform`` is a dbt step) and the hooks for its table, inferred edges and tools.
+One concern per module:
 
 * :mod:`~eltmake_dbt.config`: the transformer table, the target keys, the generated DuckDB profile;
 * :mod:`~eltmake_dbt.manifest`: dbt's manifest, summarised and cached by the dbt project's file
@@ -11,17 +12,59 @@ plugin would be. One concern per module:
 * :mod:`~eltmake_dbt.transform`: the step's selection and key; :mod:`~eltmake_dbt.run`: running
   dbt and the table-checksum fingerprint.
 
-dbt itself runs in its own environment from :mod:`eltmake.toolenv`. See docs/dbt.md.
+dbt itself runs in its own tool environment (``eltmake install``). See docs/dbt.md.
 """
 
 from __future__ import annotations
 
-from eltmake import hookimpl
-from eltmake.step import RecipeSpec
+import os
+
+from eltmake.api import Recipe, hookimpl
 from eltmake_dbt import config as _config
 from eltmake_dbt import transform as _transform
 
 KIND = _config.KIND
+# What dbt writes inside its project folder while it runs: never an edit for watch mode.
+WRITTEN = ("target", "logs", "dbt_packages")
+
+
+class DbtTransform(Recipe):
+    """A dbt command (build, run, test, seed, snapshot) over a selection of a dbt project."""
+
+    kind = KIND
+    marker = "transform"
+    keys = dict(_config.RECIPE_KEYS)
+    color = "magenta"
+
+    def validate(self, project, target):
+        _config.validate_target(project, target)
+
+    def make_step(self, project, target):
+        return _transform.make_step(project, target)
+
+    def definition(self, project, step):
+        return _transform.definition(project, step)
+
+    def inputs(self, project, step):
+        return _transform.inputs(project, step)
+
+    def check_outputs(self, project, step, record):
+        return _transform.check_outputs(project, step)
+
+    def run(self, ctx):
+        from eltmake_dbt import run
+
+        return run.run_step(ctx)
+
+    def tools(self, project, step):
+        return [step.target.config["transform"]]
+
+    def written_paths(self, project):
+        out = []
+        for name in project.tables.get(_config.TABLE) or {}:
+            folder = _config.transformer(project, name).project_dir
+            out += [os.path.relpath(folder / w, project.root) for w in WRITTEN]
+        return out
 
 
 @hookimpl
@@ -31,14 +74,7 @@ def eltmake_add_tables():
 
 @hookimpl
 def eltmake_add_recipes():
-    return [
-        RecipeSpec(
-            kind=KIND,
-            marker="transform",
-            keys=dict(_config.RECIPE_KEYS),
-            doc="a dbt command (build, run, test, seed, snapshot) over a selection of a dbt project",
-        )
-    ]
+    return [DbtTransform()]
 
 
 @hookimpl
@@ -54,53 +90,9 @@ def eltmake_infer_deps(project):
 
 
 @hookimpl
-def eltmake_make_step(project, target):
-    if target.kind != KIND:
-        return None
-    return _transform.make_step(project, target)
-
-
-@hookimpl
-def eltmake_step_definition(project, step):
-    if step.kind != KIND:
-        return None
-    return _transform.definition(project, step)
-
-
-@hookimpl
-def eltmake_step_inputs(project, step):
-    if step.kind != KIND:
-        return None
-    return _transform.inputs(project, step)
-
-
-@hookimpl
-def eltmake_check_outputs(project, step, record):
-    if step.kind != KIND:
-        return None
-    return _transform.check_outputs(project, step)
-
-
-@hookimpl
-def eltmake_run_step(ctx):
-    if ctx.step.kind != KIND:
-        return None
-    from eltmake_dbt import run
-
-    return run.run_step(ctx)
-
-
-@hookimpl
 def eltmake_tools(project):
     tables = project.tables.get(_config.TABLE) or {}
     return [_config.transformer(project, name).spec() for name in tables]
-
-
-@hookimpl
-def eltmake_step_tools(project, step):
-    if step.kind != KIND:
-        return None
-    return [step.target.config["transform"]]
 
 
 @hookimpl

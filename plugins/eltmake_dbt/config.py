@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.errors import ConfigError, did_you_mean
+from eltmake.api import ConfigError, ToolSpec, did_you_mean, warehouses, write_atomic
 
 if TYPE_CHECKING:
-    from eltmake.project import Project, Target
-    from eltmake.step import ToolSpec
+    from eltmake.api import Project, Target
 
 KIND = "dbt"
 TABLE = "transformers"
@@ -70,8 +69,6 @@ class Transformer:
     threads: int = 4
 
     def spec(self) -> ToolSpec:
-        from eltmake.step import ToolSpec
-
         return ToolSpec(self.name, self.pip_url, self.executable, plugin="dbt")
 
     def state_dir(self, project: Project) -> Path:
@@ -143,31 +140,33 @@ def validate(project: Project) -> None:
                 "a profiles.yml in project_dir, or add a DuckDB loader "
                 f'([loaders.duckdb] executable = "{DUCKDB_LOADER}", config.path = "x.duckdb")'
             )
-    for t in project.targets.values():
-        if t.kind != KIND:
-            continue
-        where = _where(project, "targets", t.name)
-        cfg = t.config
-        ref = cfg["transform"]
-        if ref not in tables:
-            hint = did_you_mean(ref, tables) or (
-                f"; defined: {', '.join(sorted(tables))}"
-                if tables
-                else f'; add [transformers.{ref}] with pip_url = "{PIN}" and project_dir'
-            )
-            raise ConfigError(f"{where}.transform: no transformer named {ref!r}{hint}")
-        command = cfg.get("command", "build")
-        if command not in COMMANDS:
-            raise ConfigError(
-                f"{where}.command: {command!r} is not a dbt command eltmake runs"
-                f"{did_you_mean(command, COMMANDS) or '; use one of: ' + ', '.join(COMMANDS)}"
-            )
-        for key in ("select", "exclude"):
-            value = cfg.get(key)
-            if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{where}.{key}: must be a list of dbt selectors (strings)")
-            if isinstance(value, str) and not value.strip():
-                raise ConfigError(f"{where}.{key}: is empty; remove it or write a dbt selector")
+
+
+def validate_target(project: Project, t: Target) -> None:
+    """Check one dbt target (after its transformers were checked)."""
+    tables = project.tables.get(TABLE, {})
+    where = _where(project, "targets", t.name)
+    cfg = t.config
+    ref = cfg["transform"]
+    if ref not in tables:
+        hint = did_you_mean(ref, tables) or (
+            f"; defined: {', '.join(sorted(tables))}"
+            if tables
+            else f'; add [transformers.{ref}] with pip_url = "{PIN}" and project_dir'
+        )
+        raise ConfigError(f"{where}.transform: no transformer named {ref!r}{hint}")
+    command = cfg.get("command", "build")
+    if command not in COMMANDS:
+        raise ConfigError(
+            f"{where}.command: {command!r} is not a dbt command eltmake runs"
+            f"{did_you_mean(command, COMMANDS) or '; use one of: ' + ', '.join(COMMANDS)}"
+        )
+    for key in ("select", "exclude"):
+        value = cfg.get(key)
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}.{key}: must be a list of dbt selectors (strings)")
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{where}.{key}: is empty; remove it or write a dbt selector")
 
 
 def transformer(project: Project, name: str) -> Transformer:
@@ -209,25 +208,12 @@ def as_list(value: str | list[str] | None) -> list[str]:
 # --- the DuckDB loader and the generated profile ----------------------------------------------
 
 
-def duckdb_loaders(project: Project) -> dict[str, str]:
-    """``{loader name: DuckDB path as configured}`` for the loaders that write a DuckDB file."""
-    out: dict[str, str] = {}
-    for name, raw in (project.tables.get("loaders") or {}).items():
-        if not isinstance(raw, dict):
-            continue
-        cfg = raw.get("config") or {}
-        path = cfg.get("path") or cfg.get("filepath") if isinstance(cfg, dict) else None
-        is_duck = raw.get("executable") == DUCKDB_LOADER or "target-duckdb" in str(
-            raw.get("pip_url", "")
-        )
-        if isinstance(path, str) and (path.endswith(".duckdb") or is_duck and path):
-            out[name] = path
-    return out
-
-
 def duckdb_path(project: Project) -> str | None:
-    """The one DuckDB file the loaders write, or None (none, or several: then ask for a profile)."""
-    paths = set(duckdb_loaders(project).values())
+    """The one DuckDB file the project's loaders write (as the plugins declare their warehouses),
+    relative to the project when inside it; None when there is none, or several (then the user
+    names a profile)."""
+    paths = {w.settings.get("path") for w in warehouses(project) if w.type == "duckdb"}
+    paths.discard(None)
     return paths.pop() if len(paths) == 1 else None
 
 
@@ -283,10 +269,7 @@ def profiles_dir(project: Project, tf: Transformer) -> Path:
             return folder
     except OSError:
         pass
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, file)
+    write_atomic(file, text)
     return folder
 
 

@@ -14,7 +14,7 @@ from eltmake_dbt import manifest as _manifest
 from eltmake_dbt import transform as _transform
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
+    from eltmake.api import Project
 
 
 def infer(project: Project) -> list[tuple[str, str, str]]:
@@ -34,7 +34,7 @@ def infer(project: Project) -> list[tuple[str, str, str]]:
         selected: dict[str, list[str]] = {}
         for t in targets:
             step = _transform.make_step(project, t)
-            selected[t.name] = _transform.selection(project, tf, info, step.data) or []
+            selected[t.name] = _transform.selection(project, tf, info, step.params) or []
         builders: dict[str, str] = {}  # node → the target that builds it
         for name, uids in selected.items():
             for uid in uids:

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
+    from eltmake.api import Project
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 _WILD = set("*?[]")

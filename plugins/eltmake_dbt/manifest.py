@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.cache import digest as json_digest
+from eltmake.api import digest as json_digest
 from eltmake_dbt import config as _config
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
+    from eltmake.api import Project
     from eltmake_dbt.config import Transformer
 
 INFO_VERSION = 3
@@ -173,7 +173,7 @@ def same_shape(old: dict[str, list], new: dict[str, list]) -> bool:
 
 def project_digest(project: Project, tf: Transformer, files: dict[str, list]) -> str:
     """The digest of everything that can change the manifest."""
-    from eltmake import toolenv
+    from eltmake.api import tool_identity
 
     context = {
         "files": sorted((rel, v[3]) for rel, v in files.items()),
@@ -181,7 +181,7 @@ def project_digest(project: Project, tf: Transformer, files: dict[str, list]) ->
         "target": tf.target,
         "vars": tf.vars,
         "env": tf.env,
-        "tool": toolenv.tool_identity(project, tf.spec()),
+        "tool": tool_identity(project, tf.spec()),
         "v": INFO_VERSION,
     }
     return json_digest(context)
@@ -214,13 +214,10 @@ def read_cached(project: Project, tf: Transformer) -> Info | None:
 
 def save(project: Project, tf: Transformer, info: Info) -> None:
     file = _info_file(project, tf)
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(info.to_json())
-        os.replace(tmp, file)
-    except OSError:
-        pass  # a read-only project still builds; it only parses again next time
+    from eltmake.api import write_atomic
+
+    # A read-only project still builds; it only parses again next time.
+    write_atomic(file, info.to_json(), best_effort=True)
 
 
 @contextmanager
@@ -308,12 +305,12 @@ def _stderr(line: str) -> None:
 
 def executable(project: Project, tf: Transformer, echo: Callable[[str], None]) -> str:
     """dbt's path, installing its environment first when it is missing."""
-    from eltmake import toolenv
+    from eltmake.api import ensure_installed, executable_path, is_installed
 
     spec = tf.spec()
-    if spec.pip_url and not toolenv.is_installed(project, spec):
-        toolenv.ensure_installed(project, [spec], echo=echo)
-    return toolenv.executable_path(project, spec)
+    if spec.pip_url and not is_installed(project, spec):
+        ensure_installed(project, [spec], echo=echo)
+    return executable_path(project, spec)
 
 
 def base_args(tf: Transformer) -> list[str]:

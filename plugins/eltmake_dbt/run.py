@@ -8,16 +8,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.cache import digest
-from eltmake.errors import StepError
-from eltmake.step import StepResult
+from eltmake.api import StepError, StepResult, digest, executable_path
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
 from eltmake_dbt.transform import step_info, step_uids
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
-    from eltmake.step import StepContext
+    from eltmake.api import Project, StepContext
     from eltmake_dbt.config import Transformer
     from eltmake_dbt.manifest import Info
 
@@ -86,15 +83,13 @@ def argv_for(
 
 
 def run_step(ctx: StepContext) -> StepResult:
-    from eltmake import toolenv
-
     project, step = ctx.project, ctx.step
     tf, info = step_info(project, step)
-    exe = toolenv.executable_path(project, tf.spec())
+    exe = executable_path(project, tf.spec())
     cfg = step.target.config
     uids = step_uids(project, step)[2]
     if uids == []:
-        raise StepError(nothing_selected(step.name, info, step.data))
+        raise StepError(nothing_selected(step.name, info, step.params))
     only = None
     if uids and not cfg.get("full_refresh"):
         only = changed_nodes(project, tf, info, uids, getattr(ctx, "changed_inputs", None))
@@ -104,7 +99,7 @@ def run_step(ctx: StepContext) -> StepResult:
     env = _config.dbt_env(project, tf, ctx.env)
     lines: list[str] = []
     with _manifest.project_lock(project, tf):
-        ctx.progress("dbt " + step.data["command"])
+        ctx.progress("dbt " + step.params["command"])
         proc = ctx.popen(
             argv,
             cwd=str(tf.project_dir),
@@ -126,7 +121,7 @@ def run_step(ctx: StepContext) -> StepResult:
             headline, tail = _manifest.error_summary(lines)
             why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
             raise StepError(
-                f"{step.name}: dbt {step.data['command']} failed ({why}): {headline}", tail
+                f"{step.name}: dbt {step.params['command']} failed ({why}): {headline}", tail
             )
         stats = run_stats(tf)
         uids = step_uids(project, step)[2] or []
@@ -136,7 +131,7 @@ def run_step(ctx: StepContext) -> StepResult:
 
 def nothing_selected(name: str, info: Info, data: dict[str, Any]) -> str:
     """A selection that matches nothing is a typo more often than not: say so, with a hint."""
-    from eltmake.errors import did_you_mean
+    from eltmake.api import did_you_mean
 
     words = [w for w in data["select"] if ":" not in w]
     names = {n["name"] for n in info.nodes.values()}

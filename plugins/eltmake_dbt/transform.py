@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from typing import TYPE_CHECKING, Any
 
-from eltmake.step import Step, path_lock
+from eltmake.api import Step, path_lock, tool_identity
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
 from eltmake_dbt import select as _select
 
 if TYPE_CHECKING:
-    from eltmake.project import Project, Target
+    from eltmake.api import Project, Target
     from eltmake_dbt.config import Transformer
     from eltmake_dbt.manifest import Info
 
@@ -39,7 +40,7 @@ def make_step(project: Project, target: Target) -> Step:
         inputs=target.inputs,
         outputs=target.outputs,
         freshness=target.freshness,
-        data={
+        params={
             "transformer": cfg["transform"],
             "command": cfg.get("command", "build"),
             "select": _config.as_list(cfg.get("select")),
@@ -51,10 +52,7 @@ def make_step(project: Project, target: Target) -> Step:
 
 
 def step_transformer(project: Project, step: Step) -> Transformer:
-    tf = step.data.get("tf")
-    if tf is None:
-        tf = step.data["tf"] = _config.transformer(project, step.data["transformer"])
-    return tf
+    return _config.transformer(project, step.params["transformer"])
 
 
 def selection(
@@ -180,10 +178,22 @@ def step_uids(project: Project, step: Step) -> tuple[Transformer, Info, list[str
     tf, info = step_info(project, step)
     if info.error:
         return tf, info, None
-    if step.data.get("uids_of") != info.digest:
-        step.data["uids"] = selection(project, tf, info, step.data)
-        step.data["uids_of"] = info.digest
-    return tf, info, step.data["uids"]
+    key = (
+        str(project.root),
+        project.env_name,
+        json.dumps(step.params, sort_keys=True),
+        info.digest,
+    )
+    with _SELECTED_LOCK:
+        if key not in _SELECTED:
+            _SELECTED[key] = selection(project, tf, info, step.params)
+        return tf, info, _SELECTED[key]
+
+
+# The nodes each step selects, by what decides them: a selection is resolved once per manifest.
+# Shared by the threads of one process (watch mode decides on one while a build runs another).
+_SELECTED: dict[tuple, list[str] | None] = {}
+_SELECTED_LOCK = threading.RLock()
 
 
 def inputs(project: Project, step: Step) -> list[str]:
@@ -199,8 +209,6 @@ def inputs(project: Project, step: Step) -> list[str]:
 
 def definition(project: Project, step: Step) -> dict[str, Any]:
     """Facts outside the target table that change what dbt does."""
-    from eltmake import toolenv
-
     tf, info, uids = step_uids(project, step)
     profile: dict[str, Any]
     if tf.profiles_dir is None:
@@ -208,7 +216,7 @@ def definition(project: Project, step: Step) -> dict[str, Any]:
     else:
         profile = {"profiles_dir": os.path.relpath(tf.profiles_dir, project.root)}
     return {
-        "dbt_tool": toolenv.tool_identity(project, tf.spec()),
+        "dbt_tool": tool_identity(project, tf.spec()),
         "dbt_profile": profile,
         "dbt_transformer": {
             "project_dir": os.path.relpath(tf.project_dir, project.root),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.errors import ConfigError, StepError
+from eltmake.api import ConfigError, StepError, write_atomic
 from eltmake_singer.config import DEFAULT_SELECT, Redactor, ToolConfig, digest
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
+    from eltmake.api import Project
 
 CLASSIC_CAPABILITIES = ["catalog", "discover", "state"]
 TAIL = 20
@@ -221,11 +220,7 @@ def _cache_dir(project: Project, kind: str) -> Path:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(value, fh)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value), mode=0o600)
 
 
 def _read_json(path: Path) -> Any:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from eltmake import toolenv
-from eltmake.errors import ConfigError, did_you_mean
-from eltmake.step import private_dir
+from eltmake.api import (
+    ConfigError,
+    did_you_mean,
+    ensure_installed,
+    executable_path,
+    private_dir,
+    tool_identity,
+)
 from eltmake_singer import catalog
 from eltmake_singer.config import (
     ROLES,
@@ -26,23 +30,23 @@ from eltmake_singer.config import (
 )
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
+    from eltmake.api import Commands, Project
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+def add_commands(commands: Commands) -> None:
+    p = commands.add(
         "config",
         help="print a Singer tool's resolved config (secrets shown as ****)",
+        func=cmd_config,
         description="Print the config an extractor, loader or mapper receives: its table's "
         "config with ${VAR} and <TOOL>_<SETTING> environment overrides applied, secrets masked.",
     )
     p.add_argument("name", help="an extractor, loader or mapper")
-    _common(p)
-    p.set_defaults(func=cmd_config)
 
-    p = subparsers.add_parser(
+    p = commands.add(
         "select",
         help="show an extractor's streams and properties with their selection",
+        func=cmd_select,
         description="Discover the extractor's catalog (cached) and show what its select "
         "patterns choose. With --target, use that target's select instead.",
     )
@@ -52,18 +56,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="use the select of this target")
     p.add_argument("--refresh", action="store_true", help="discover again, ignoring the cache")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    _common(p)
-    p.set_defaults(func=cmd_select)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    from eltmake.cli import add_common_options  # the core's -C, --env and --debug
-
-    add_common_options(p)
 
 
 def _load(args: Any) -> Project:
-    from eltmake.project import load_project
+    from eltmake.api import load_project
 
     return load_project(
         getattr(args, "project_dir", None), env_name=getattr(args, "env_name", None)
@@ -140,11 +136,11 @@ def cmd_select(args: Any) -> int:
 def _discover(project: Project, t: Any, refresh: bool) -> dict[str, Any]:
     """The extractor's catalog outside a build: installs the tool if needed, then discovers."""
     spec = t.spec()
-    toolenv.ensure_installed(project, [spec], echo=lambda s: print(s, file=sys.stderr))
-    exe = toolenv.executable_path(project, spec)
+    ensure_installed(project, [spec], echo=lambda s: print(s, file=sys.stderr))
+    exe = executable_path(project, spec)
     config = resolve_config(project, t)
     redactor = Redactor(secret_values(t, config))
-    identity = toolenv.tool_identity(project, spec)
+    identity = tool_identity(project, spec)
 
     def spawn(argv: list[str], **kw: Any) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=project.root, env=dict(project.environ), **kw)
@@ -173,8 +169,8 @@ def invoke(project: Project, name: str, args: list[str]) -> int | None:
     if t is None:
         return None
     spec = t.spec()
-    toolenv.ensure_installed(project, [spec], echo=lambda s: print(s, file=sys.stderr))
-    exe = toolenv.executable_path(project, spec)
+    ensure_installed(project, [spec], echo=lambda s: print(s, file=sys.stderr))
+    exe = executable_path(project, spec)
     with private_dir() as private:
         path = write_config(private, "config.json", resolve_config(project, t))
         return subprocess.call(

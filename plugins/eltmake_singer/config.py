@@ -17,13 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.cache import digest
-from eltmake.errors import ConfigError, did_you_mean
-from eltmake.project import parse_freshness
+from eltmake.api import ConfigError, ToolSpec, did_you_mean, digest, parse_duration
 
 if TYPE_CHECKING:
-    from eltmake.project import Project, Target
-    from eltmake.step import ToolSpec
+    from eltmake.api import Project, Target
 
 ROLES = {"extractors": "extractor", "loaders": "loader", "mappers": "mapper"}
 TABLE_DOCS = {
@@ -76,6 +73,7 @@ SECRET_NAME = re.compile(
 MASK = "****"
 DEFAULT_SELECT = ["*.*"]  # Meltano's default: every stream, every property
 DEFAULT_BUFFER_MB = 16
+BUNDLED_LOADER = "eltmake-target-duckdb"  # eltmake's own loader, installed with this plugin
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
 
@@ -102,9 +100,15 @@ class ToolConfig:
         return re.sub(r"[^A-Za-z0-9]", "_", self.name).upper() + "_"
 
     def spec(self) -> ToolSpec:
-        from eltmake.step import ToolSpec
+        identity = None
+        if self.pip_url is None and self.executable == BUNDLED_LOADER:
+            # Ships with this plugin: its steps change when the plugin's version does.
+            from eltmake_target_duckdb import __version__
 
-        return ToolSpec(self.name, self.pip_url, self.executable, plugin="singer")
+            identity = {"bundled": BUNDLED_LOADER, "version": __version__}
+        return ToolSpec(
+            self.name, self.pip_url, self.executable, plugin="singer", identity=identity
+        )
 
 
 def tool(project: Project, table: str, name: str) -> ToolConfig:
@@ -151,9 +155,6 @@ def validate(project: Project) -> None:
                     "(install, invoke and config name tools alone): rename one"
                 )
             seen[name] = table
-    for target in project.targets.values():
-        if target.kind == "singer":
-            _validate_target(project, target)
 
 
 def _validate_tool(f: str, table: str, name: str, raw: Any) -> None:
@@ -194,7 +195,7 @@ def _validate_tool(f: str, table: str, name: str, raw: Any) -> None:
             parse_pattern(pattern, f"{where}.select")
 
 
-def _validate_target(project: Project, target: Target) -> None:
+def validate_target(project: Project, target: Target) -> None:
     f = project.file.name
     t = target.config
     where = f"{f}: targets.{target.name}"
@@ -253,7 +254,7 @@ def timeout_seconds(value: Any, where: str) -> float | None:
             raise ConfigError(f"{where}: must be a finite number of seconds above 0, not {value!r}")
         return float(value)
     try:
-        seconds = parse_freshness(value)
+        seconds = parse_duration(value)
         if seconds <= 0:
             raise ConfigError(f"{where}: must be more than 0 seconds, not {value!r}")
         return seconds

@@ -22,9 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake import toolenv
-from eltmake.errors import StepError
-from eltmake.step import Step, StepResult
+from eltmake.api import Step, StepError, StepResult, executable_path, tool_identity
 from eltmake_singer.config import (
     DEFAULT_BUFFER_MB,
     DEFAULT_MAX_LINE,
@@ -41,8 +39,7 @@ from eltmake_singer.config import (
 )
 
 if TYPE_CHECKING:
-    from eltmake.project import Project, Target
-    from eltmake.step import StepContext
+    from eltmake.api import Project, StepContext, Target
     from eltmake_singer.runner import PipelineResult
 
 KIND = "singer"
@@ -72,6 +69,9 @@ def make_step(project: Project, target: Target) -> Step:
     if freshness is None and not target.inputs:
         freshness = "always"
     cfg = target.config
+    from eltmake_singer.destinations import loader_warehouse
+
+    warehouse = loader_warehouse(project, cfg["load"])
     return Step(
         name=target.name,
         kind=KIND,
@@ -79,23 +79,19 @@ def make_step(project: Project, target: Target) -> Step:
         inputs=list(target.inputs),
         outputs=list(target.outputs),
         freshness=freshness,
-        data={"state_id": cfg.get("state_id", target.name)},
-        locks=_loader_locks(project, cfg["load"]),
+        params={"state_id": state_id(project, target)},
+        locks=list(warehouse.locks) if warehouse else [],
     )
 
 
-def _loader_locks(project: Project, name: str) -> list[str]:
-    """A loader writing a DuckDB file locks it: DuckDB admits one writer process, so two loads
-    into one warehouse take turns instead of failing with "Could not set lock on file"."""
-    from eltmake.step import path_lock
-
-    raw = (project.tables.get("loaders") or {}).get(name) or {}
-    cfg = raw.get("config") or {}
-    path = cfg.get("path") or cfg.get("filepath") if isinstance(cfg, dict) else None
-    duck = "duckdb" in f"{raw.get('executable', '')} {raw.get('pip_url', '')}"
-    if isinstance(path, str) and path and (duck or path.endswith(".duckdb")):
-        return [path_lock(project, path)]
-    return []
+def state_id(project: Project, target: Target) -> str:
+    """Where a target's bookmarks live: its ``state_id`` as written (so environments that name
+    the same one share it, on purpose), else its name within its environment (``prod:orders``),
+    so a dev build never moves production's bookmark."""
+    explicit = target.config.get("state_id")
+    if explicit:
+        return explicit
+    return f"{project.env_name}:{target.name}" if project.env_name else target.name
 
 
 def definition(project: Project, step: Step) -> dict[str, Any]:
@@ -103,7 +99,7 @@ def definition(project: Project, step: Step) -> dict[str, Any]:
     tap, mappers, loader = tools_of(project, step.target)
     out: dict[str, Any] = {}
     for t in [tap, *mappers, loader]:
-        out[f"{t.name}.version"] = toolenv.tool_identity(project, t.spec())
+        out[f"{t.name}.version"] = tool_identity(project, t.spec())
         out[f"{t.name}.config"] = key_facts(project, t, resolve_config(project, t))
     out[f"{tap.name}.select"] = effective_select(step.target, tap) or DEFAULT_SELECT
     if tap.capabilities is not None:
@@ -113,7 +109,7 @@ def definition(project: Project, step: Step) -> dict[str, Any]:
 
 def run_step(ctx: StepContext) -> StepResult:
     # Imported here: a no-op build needs only make_step and definition, not the machinery.
-    from eltmake.state import LeaseHeld
+    from eltmake.api import LeaseHeld
     from eltmake_singer import catalog
 
     project, target = ctx.project, ctx.step.target
@@ -122,9 +118,9 @@ def run_step(ctx: StepContext) -> StepResult:
     chain = [tap, *mappers, loader]
     configs = {t.name: resolve_config(project, t) for t in chain}
     redact = Redactor([v for t in chain for v in secret_values(t, configs[t.name])])
-    exes = {t.name: toolenv.executable_path(project, t.spec()) for t in chain}
+    exes = {t.name: executable_path(project, t.spec()) for t in chain}
     full_refresh = bool(ctx.full_refresh or cfg.get("full_refresh", False))
-    state_id = ctx.step.data.get("state_id", target.name)
+    state_id = ctx.step.params["state_id"]
     where = f"{project.file.name}: targets.{target.name}.timeout"
     timeout = timeout_seconds(cfg.get("timeout"), where)
     stats: dict[str, Any] = {}
@@ -134,7 +130,7 @@ def run_step(ctx: StepContext) -> StepResult:
             t.name: write_config(private, f"config-{i}-{t.role}.json", configs[t.name])
             for i, t in enumerate(chain)
         }
-        identity = toolenv.tool_identity(project, tap.spec())
+        identity = tool_identity(project, tap.spec())
         caps = catalog.capabilities(project, tap, exes[tap.name], identity, ctx.popen, ctx.log)
         tap_argv = [exes[tap.name], "--config", str(paths[tap.name])]
         select = effective_select(target, tap)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eltmake.errors import Cancelled, StepError
+from eltmake.api import Cancelled, StepError
 from eltmake_singer.bookmarks import merge_state, unwrap_state_line
 from eltmake_singer.messages import BadOutput, MessageScanner
 
@@ -139,7 +139,6 @@ class PipelineResult:
     states: int  # states the target emitted and were saved
     bad_state_lines: int
     bytes: int
-    peak_buffer: int
     duration_s: float
 
 
@@ -407,7 +406,6 @@ class Pipeline:
             states=self.states,
             bad_state_lines=self.bad_state_lines,
             bytes=self.scanner.bytes,
-            peak_buffer=self.queue.peak,
             duration_s=time.monotonic() - started,
         )
 
