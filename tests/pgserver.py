@@ -23,8 +23,9 @@ folder, on a free port on 127.0.0.1, with
 
 It stops at the end of the session, after failures too: the fixture's finalizer shuts it down
 (immediate shutdown) and removes the folder. Should the test process die without running it
-(SIGKILL, a crash), the postmaster gets SIGQUIT from the kernel as its parent-death signal, so no
-postgres process outlives the tests; folders of such dead sessions are removed by the next one.
+(SIGKILL, a crash), the postmaster gets SIGQUIT from the kernel as its parent-death signal (set with
+``setpriv --pdeathsig``, or prctl), so no postgres process outlives the tests; folders of such dead
+sessions are removed by the next one.
 
 As root (CI runs as root), ``initdb`` and ``postgres`` refuse to run, so both run as the
 ``postgres`` user (the child process switches user itself: no ``su``/``runuser`` in between, which
@@ -303,17 +304,24 @@ def remove_stale(base: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-_libc = None
+def _pdeathsig() -> tuple[list[str], dict]:
+    """How to give the postmaster SIGQUIT (immediate shutdown) when the test process's thread that
+    started it ends, however it ends: ``setpriv --pdeathsig`` (util-linux) in front of the
+    command, else prctl() in a ``preexec_fn`` (not safe in every threaded program, hence second).
+    Both act after the switch to the ``postgres`` user, which would clear the setting."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "QUIT", "--"], {}
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    except (OSError, AttributeError):
+        return [], {}
+    pr_set_pdeathsig = 1
 
+    def die_with_parent() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGQUIT), 0, 0, 0)
 
-def _die_with_parent() -> None:
-    """In the server's process (after it switched user): SIGQUIT (immediate shutdown) when the
-    test process's thread that started it ends, however it ends."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
+    return [], {"preexec_fn": die_with_parent}
 
 
 class LocalServer:
@@ -418,7 +426,8 @@ class LocalServer:
             "logging_collector": "off",
             "log_min_messages": "warning",
         }
-        args = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
+        prefix, deathsig_kw = _pdeathsig()
+        args = [*prefix, str(self.bindir / "postgres"), "-D", str(self.datadir)]
         for k, v in settings.items():
             args += ["-c", f"{k}={v}"]
         with open(self.logfile, "ab") as log:
@@ -430,7 +439,7 @@ class LocalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C goes to pytest, which stops it
-                preexec_fn=_die_with_parent,
+                **deathsig_kw,
                 **self._user_kw(),
             )
         deadline = time.monotonic() + START_TIMEOUT
