@@ -8,6 +8,7 @@ loads; with ``--state`` it copies Meltano's bookmarks into eltmake's store.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -109,9 +110,6 @@ def check_loads(root: Path, text: str, needed: list[str], environments: list[str
     shell it runs in), and no plugin's ``eltmake_infer_deps`` runs: inference may install and run
     dbt, which checking a file must not do. Returns the first problem, or None.
     """
-    from eltmake.plugins import PluginManager
-    from eltmake.project import load_project
-
     scratch = Path(tempfile.mkdtemp(prefix="eltmake-import-"))
     try:
         for entry in root.iterdir():
@@ -122,11 +120,8 @@ def check_loads(root: Path, text: str, needed: list[str], environments: list[str
         for var in needed:
             environ.setdefault(var, PLACEHOLDER)
         for env_name in [None, *environments]:
-            pm = PluginManager()
-            pm.load_builtins_and_entrypoints()
-            _without_inference(pm)
             try:
-                load_project(scratch, env_name=env_name, pm=pm, environ=environ)
+                load_quietly(scratch, env_name, environ)
             except EltmakeError as e:
                 return f"{'--env ' + env_name + ': ' if env_name else ''}{e}".replace(
                     str(scratch), str(root)
@@ -134,6 +129,17 @@ def check_loads(root: Path, text: str, needed: list[str], environments: list[str
         return None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_quietly(root: Path, env_name: str | None, environ: dict[str, str]):
+    """``load_project`` without any plugin's ``eltmake_infer_deps`` (see :func:`check_loads`)."""
+    from eltmake.plugins import PluginManager
+    from eltmake.project import load_project
+
+    pm = PluginManager()
+    pm.load_builtins_and_entrypoints()
+    _without_inference(pm)
+    return load_project(root, env_name=env_name, pm=pm, environ=environ)
 
 
 def _without_inference(pm) -> None:
@@ -154,7 +160,6 @@ def _without_inference(pm) -> None:
 
 
 def _import_state(opts: Options, meltano, out: TextIO, err: TextIO) -> int:
-    from eltmake.project import load_project
     from eltmake_meltano import state as st
     from eltmake_meltano.translate import split_state_id
 
@@ -189,11 +194,17 @@ def _import_state(opts: Options, meltano, out: TextIO, err: TextIO) -> int:
                 "with --env NAME (eltmake keeps one state per target)"
             )
         env_name = envs.pop() if envs else None
-    project = load_project(
-        meltano.root,
-        env_name=env_name if env_name in _eltmake_envs(meltano.root) else None,
+    # Only the targets matter here: variables the file reads need not be set to import state.
+    text = (meltano.root / PROJECT_FILE).read_text(encoding="utf-8")
+    environ = dict(os.environ)
+    for var in re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text):
+        environ.setdefault(var, PLACEHOLDER)
+    project = load_quietly(
+        meltano.root, env_name if env_name in _eltmake_envs(meltano.root) else None, environ
     )
     the_plan = st.plan(states, meltano, project, env_name)
+    if the_plan.writes and not opts.dry_run:
+        st.write(project, the_plan, opts.force)
     for eid, (value, ids, names) in the_plan.writes.items():
         streams = len(value.get("bookmarks") or {}) if isinstance(value, dict) else 0
         out.write(
@@ -204,9 +215,6 @@ def _import_state(opts: Options, meltano, out: TextIO, err: TextIO) -> int:
         err.write(f"not copied: {sid}: {why}\n")
     if not the_plan.writes:
         err.write("no state copied\n")
-        return 0
-    if not opts.dry_run:
-        st.write(project, the_plan, opts.force)
     return 0
 
 

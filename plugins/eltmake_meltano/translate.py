@@ -347,7 +347,6 @@ class _Translator:
     ) -> tuple[dict[str, Any], set[str]]:
         """Config with variables rewritten, secrets as ``${ENV}`` references, nulls handled."""
         found: set[str] = set()
-        env_prefix = _env_name(plugin.name) + "_"
 
         def walk(value: Any, path: list[str]) -> Any:
             dotted = ".".join(path)
@@ -378,7 +377,7 @@ class _Translator:
                 found.add(dotted)
                 if isinstance(value, str) and references(value):
                     return expander(value, f"{where}.{dotted}")
-                var = env_prefix + _env_name(dotted)
+                var = _env_name(_owner(plugin, path)) + "_" + _env_name(dotted)
                 self.needed.add(var)
                 self.note(
                     f"{where}.{dotted}",
@@ -939,6 +938,20 @@ def _secret_settings(plugin: Plugin) -> set[str]:
 def _env_name(text: str) -> str:
     """Meltano's variable spelling: ``tap-gitlab`` → ``TAP_GITLAB``, ``a.b`` → ``A_B``."""
     return re.sub(r"[^A-Za-z0-9]", "_", text).upper()
+
+
+def _owner(plugin: Plugin, path: list[str]) -> str:
+    """The plugin whose own config holds ``path``: a secret an inheriting plugin takes from its
+    parent is read from the parent's variable, so one line of .env serves both."""
+    p: Plugin | None = plugin
+    while p is not None:
+        node: Any = p.raw.get("config") or {}
+        for part in path:
+            node = node.get(part, _DROP) if isinstance(node, dict) else _DROP
+        if node is not _DROP:
+            return p.name
+        p = p.parent
+    return plugin.name
 
 
 def _pipeline(extractor: Plugin) -> dict[str, str]:
