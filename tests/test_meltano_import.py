@@ -348,6 +348,14 @@ def test_a_plugin_that_needs_the_hub_is_listed_not_guessed(project):
             "meltano.yml: jobs[0] (j).tasks[0]: extractor 't' is followed by the end of the task",
         ),
         ({"meltano.yml": "- just\n- a list\n"}, "meltano.yml: must be a YAML mapping"),
+        (
+            {"meltano.yml": "schedules:\n- {name: s, interval: '@daily', job: nightly}\n"},
+            "meltano.yml: schedules[0] (s).job: no job named 'nightly'",
+        ),
+        (
+            {"meltano.yml": "environments:\n- name: e\n  config:\n    plugins:\n      taps: []\n"},
+            "meltano.yml: environments[0] (e).config.plugins.taps: unknown plugin type",
+        ),
         ({}, "meltano.yml: not found"),
     ],
 )

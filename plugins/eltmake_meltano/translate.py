@@ -146,6 +146,7 @@ class _Translator:
             self.note("default_environment", f"{default_env!r} is not defined in environments")
         self._classify_plugins()
         self._jobs()
+        self._check_schedules()
         self._elt_schedules()
         self._pipelines_from_state()
         base = self._tables(env_name=None, overrides={}, env_vars=self.env_vars)
@@ -387,6 +388,9 @@ class _Translator:
                 return f"${{{var}}}"
             if isinstance(value, str):
                 return expander(value, f"{where}.{dotted}")
+            if not isinstance(value, int | float):  # YAML's !!binary, !!set: no TOML type
+                self.note(f"{where}.{dotted}", f"a {type(value).__name__} value, written as text")
+                return str(value)
             return value
 
         result = walk(config, [])
@@ -504,6 +508,17 @@ class _Translator:
                 + "; ".join(t if isinstance(t, str) else " ".join(t) for t in tasks)
             )
             self.jobs[agg] = (list(dict.fromkeys(chain)), desc)
+
+    def _check_schedules(self) -> None:
+        jobs = {j["name"] for j in self.p.data.get("jobs") or []}
+        for s in self.p.data.get("schedules") or []:
+            job = s.get("job")
+            if job and job not in jobs:
+                where = self.p.origins[("schedules", s["name"])]
+                raise ConfigError(
+                    f"{where}.job: no job named {job!r}{did_you_mean(str(job), jobs)}; "
+                    "define it under jobs: or fix the schedule"
+                )
 
     def _parse_task(self, task: str, where: str, job: str) -> list[tuple]:
         """A task string as blocks: ("el", tap, [mappings], loader), ("dbt", plugin, command),
