@@ -31,7 +31,8 @@ What is here, by theme:
 * helpers: :func:`digest` (keys and fingerprints), :func:`parse_duration` ("30m" → seconds),
   :func:`path_lock` (a lock name for a file), :func:`private_dir` (a folder for config files
   holding secrets), :func:`write_atomic` (a file replaced whole or not at all),
-  :func:`load_project`, :func:`warehouses` (the databases plugins declare);
+  :func:`load_project`, :func:`open_state` (the state store), :func:`warehouses` (the
+  databases plugins declare);
 * tool environments: :func:`executable_path`, :func:`tool_identity`, :func:`ensure_installed`,
   :func:`is_installed`;
 * the command line: :class:`Commands` (what ``eltmake_add_commands`` receives).
@@ -55,7 +56,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
     from eltmake.project import Project, Target, load_project  # noqa: F401
     from eltmake.project import parse_freshness as parse_duration  # noqa: F401
     from eltmake.recipe import Recipe  # noqa: F401
-    from eltmake.state import LeaseHeld  # noqa: F401
+    from eltmake.state import LeaseHeld, StateStore  # noqa: F401
     from eltmake.step import (  # noqa: F401
         BuildInfo,
         Outcome,
@@ -104,7 +105,7 @@ _WHERE = {
     "write_atomic": ("eltmake.files", "write_atomic"),
 }
 
-__all__ = sorted([*_WHERE, "hookimpl", "warehouses"])
+__all__ = sorted([*_WHERE, "hookimpl", "open_state", "warehouses"])
 
 
 def __getattr__(name: str) -> Any:
@@ -121,6 +122,14 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"eltmake.api has no {name!r}; see its docstring for what it offers")
     globals()[name] = value  # the next lookup is a plain attribute
     return value
+
+
+def open_state(project: Project) -> StateStore:
+    """The project's state store (bookmarks under leases): ``get``, ``set``, ``update``,
+    ``clear`` and ``lease(state_id)``. Close it when done."""
+    from eltmake.state import StateStore
+
+    return StateStore(project.state_dir / "state.db")
 
 
 def warehouses(project: Project) -> list[Warehouse]:

@@ -78,6 +78,10 @@ class Commands:
         self.added.append((name, help))
         return p
 
+    def common_options(self, parser: argparse.ArgumentParser) -> None:
+        """Give a nested parser (``eltmake import meltano``) ``-C``, ``--env`` and ``--debug``."""
+        common_options(parser, top=False)
+
 
 def top_help(extra: list[tuple[str, str]] | None = None) -> str:
     """The one help text: every core command and, when known, the commands plugins add."""

@@ -111,8 +111,11 @@ def load_project(
     env_name: str | None = None,
     pm: PluginManager | None = None,
     environ: dict[str, str] | None = None,
+    infer: bool = True,
 ) -> Project:
-    """Read, interpolate, override and check ``eltmake.toml`` in ``root``; load its plugins."""
+    """Read, interpolate, override and check ``eltmake.toml`` in ``root``; load its plugins.
+
+    ``infer=False`` leaves out the edges plugins infer (a check of the file alone)."""
     from eltmake.plugins import PluginManager
 
     root = find_root(root)
@@ -216,7 +219,7 @@ def load_project(
     for t in targets.values():
         if t.kind is not None:
             recipes[t.kind].validate(project, t)
-    for edges in pm.hook.eltmake_infer_deps(project=project):
+    for edges in pm.hook.eltmake_infer_deps(project=project) if infer else []:
         for up, down, why in edges or []:
             if up in targets and down in targets and up != down and up not in targets[down].deps:
                 project.inferred.append((up, down, why))

@@ -119,7 +119,10 @@ def test_eltmake_goes_on_where_meltano_stopped(project, tools_dir, meltano_bin):
     doc = tomllib.loads(project.read("eltmake.toml"))
     assert doc["targets"]["load"]["deps"] == ["tap-jsonfile-to-target-jsonl"]
     proc = project.run("import", "meltano", "--state", check=0)
-    assert "dev:tap-jsonfile-to-target-jsonl -> state tap-jsonfile-to-target-jsonl" in proc.stdout
+    # Meltano's dev state lands in eltmake's dev environment (state is scoped by --env).
+    assert (
+        "dev:tap-jsonfile-to-target-jsonl -> state dev:tap-jsonfile-to-target-jsonl" in proc.stdout
+    )
 
     # A new file arrives; eltmake extracts it and nothing Meltano already loaded.
     project.write("data/c.json", orders(range(8, 10)))

@@ -1,6 +1,6 @@
 """Importing a Meltano project: ``eltmake import meltano [PATH]``.
 
-A built-in plugin written against the public hooks only; the core knows nothing of Meltano.
+A built-in plugin written against the public API only (:mod:`eltmake.api`); the core knows nothing of Meltano.
 The modules hold one concern each, and none of them knows argparse:
 
 * :mod:`~eltmake_meltano.meltano`: ``meltano.yml``, its includes and lock files, read and checked;
@@ -15,17 +15,21 @@ See docs/from-meltano.md.
 
 from __future__ import annotations
 
-from eltmake import hookimpl
+from eltmake.api import hookimpl
 
 
 @hookimpl
-def eltmake_add_commands(subparsers):
-    """All of the command-line wiring, in one place: the command hook is about to change."""
-    from eltmake.cli import add_common_options
+def eltmake_add_commands(commands):
+    """All of the command-line wiring, in one place."""
 
-    p = subparsers.add_parser(
+    def usage(args) -> int:
+        p.print_usage()
+        return 2
+
+    p = commands.add(
         "import",
         help="import a project from another tool: import meltano [PATH]",
+        func=usage,
         description="Import a project from another tool into eltmake.toml.",
     )
     sources = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -44,7 +48,7 @@ def eltmake_add_commands(subparsers):
     )
     m.add_argument("--state-file", metavar="FILE", help="a `meltano state get ID` output to copy")
     m.add_argument("--state-id", metavar="ID", help="the Meltano state id of --state-file")
-    add_common_options(m)
+    commands.common_options(m)
 
     def func(args) -> int:
         from eltmake_meltano.command import Options, run

@@ -12,12 +12,11 @@ import re
 import shutil
 import sys
 import tempfile
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from eltmake.errors import ConfigError, EltmakeError
+from eltmake.api import ConfigError, EltmakeError
 
 PROJECT_FILE = "eltmake.toml"
 PLACEHOLDER = "eltmake-import-check"
@@ -132,28 +131,11 @@ def check_loads(root: Path, text: str, needed: list[str], environments: list[str
 
 
 def load_quietly(root: Path, env_name: str | None, environ: dict[str, str]):
-    """``load_project`` without any plugin's ``eltmake_infer_deps`` (see :func:`check_loads`)."""
-    from eltmake.plugins import PluginManager
-    from eltmake.project import load_project
+    """``load_project`` without inferred edges (see :func:`check_loads`): the result is checked
+    as a project file, and needs no tool."""
+    from eltmake.api import load_project
 
-    pm = PluginManager()
-    pm.load_builtins_and_entrypoints()
-    _without_inference(pm)
-    return load_project(root, env_name=env_name, pm=pm, environ=environ)
-
-
-def _without_inference(pm) -> None:
-    """Re-register every plugin that infers dependencies without that one hook."""
-    for name, plugin in list(pm.list_name_plugin()):
-        if plugin is None or not hasattr(plugin, "eltmake_infer_deps"):
-            continue
-        hooks = {
-            attr: getattr(plugin, attr)
-            for attr in dir(plugin)
-            if attr.startswith("eltmake_") and attr != "eltmake_infer_deps"
-        }
-        pm.unregister(name=name)
-        pm.register(types.SimpleNamespace(**hooks), name=name)
+    return load_project(root, env_name=env_name, environ=environ, infer=False)
 
 
 # --- state --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eltmake.errors import ConfigError, did_you_mean
+from eltmake.api import ConfigError, did_you_mean
 from eltmake_meltano import yamlfile
 
 PLUGIN_TYPES = (

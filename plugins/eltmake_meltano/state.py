@@ -22,29 +22,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.errors import ConfigError
+from eltmake.api import ConfigError
 
 if TYPE_CHECKING:
-    from eltmake.project import Project
-    from eltmake.state import StateStore
+    from eltmake.api import Project, Target
     from eltmake_meltano.meltano import MeltanoProject
 
 SINGER_STATE_KEY = "singer_state"
 
 
-def eltmake_state_id(
-    target_name: str, env_name: str | None, state_id_key: str | None = None
-) -> str:
-    """The id under which eltmake keeps the bookmarks of ``target_name`` built with ``--env
-    env_name``: today the target's ``state_id`` key, else its name, whatever the environment."""
-    return state_id_key or target_name
+def eltmake_state_id(project: Project, target: Target) -> str:
+    """The id under which eltmake keeps the bookmarks of ``target`` in ``project`` (loaded with
+    its ``--env``): what the target's recipe says (the Singer recipe scopes a default id by
+    environment), so the importer and the build can never disagree."""
+    step = project.recipes[target.kind].make_step(project, target)
+    return step.params.get("state_id", target.name)
 
 
-def open_store(project: Project) -> StateStore:
-    """eltmake's state store of ``project`` (``.eltmake/state.db``)."""
-    from eltmake.state import StateStore
+def open_store(project: Project) -> Any:
+    """eltmake's state store of ``project``."""
+    from eltmake.api import open_state
 
-    return StateStore(project.state_dir / "state.db")
+    return open_state(project)
 
 
 # --- reading Meltano's state ------------------------------------------------------------------
@@ -218,7 +217,7 @@ def plan(
             result.skipped.append((sid, "no eltmake target extracts and loads this pair"))
             continue
         for t in matches:
-            eid = eltmake_state_id(t.name, env_name, t.config.get("state_id"))
+            eid = eltmake_state_id(project, t)
             _, ids, names = result.writes.setdefault(eid, (value, [], []))
             if sid not in ids:
                 ids.append(sid)

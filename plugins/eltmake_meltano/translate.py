@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from eltmake.errors import ConfigError, did_you_mean
+from eltmake.api import ConfigError, did_you_mean
 from eltmake_meltano import tomlw
 from eltmake_meltano.expand import PIPELINE_VARS, Expander, references
 from eltmake_meltano.meltano import MeltanoProject, Plugin, deep_merge

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from eltmake.errors import ConfigError
+from eltmake.api import ConfigError
 
 _loader_class: list[type] = []
 
