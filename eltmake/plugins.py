@@ -34,6 +34,7 @@ class PluginManager(pluggy.PluginManager):
         self.origins: dict[str, str] = {}  # plugin name -> where it came from
         self._project_loaded: set[str] = set()
         self._one_plugin_callers: dict[tuple[str, str], Any] = {}
+        self._plain_impls: dict[str, list[str]] = {}  # hook -> its plain implementations
         if os.environ.get("ELTMAKE_TRACE_HOOKS"):
             self.trace.root.setwriter(lambda s: sys.stderr.write(f"[hooks] {s}"))
             self.enable_tracing()
@@ -80,6 +81,16 @@ class PluginManager(pluggy.PluginManager):
                 self._project_loaded.add(name)
                 self._register(_import_file(file, root), name, str(file.relative_to(root)))
 
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self._plain_impls.clear()
+        self._one_plugin_callers.clear()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self._plain_impls.clear()
+        self._one_plugin_callers.clear()
+        return super().unregister(plugin, name)
+
     def _register(self, module: ModuleType, name: str, origin: str) -> None:
         if self.get_plugin(name) is None:
             try:
@@ -106,8 +117,11 @@ class PluginManager(pluggy.PluginManager):
         """Call a lifecycle hook on every plugin through pluggy (wrappers and tracing apply); one
         plugin's failure is reported and the others are still called (a broken Slack notifier must
         not stop a warehouse build, nor hide the other notifiers)."""
-        caller = getattr(self.hook, hook_name)
-        plain = [i.plugin_name for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+        plain = self._plain_impls.get(hook_name)
+        if plain is None:
+            impls = getattr(self.hook, hook_name).get_hookimpls()
+            plain = [i.plugin_name for i in impls if not (i.hookwrapper or i.wrapper)]
+            self._plain_impls[hook_name] = plain
         for name in reversed(plain):
             one = self._one_plugin_callers.get((hook_name, name))
             if one is None:

@@ -120,7 +120,7 @@ def load_project(
 
     root = find_root(root)
     file = root / PROJECT_FILE
-    data = read_toml(file, cache_dir=root / ".eltmake")
+    data, has_vars = read_toml(file, cache_dir=root / ".eltmake")
     env = dict(os.environ if environ is None else environ)
     dotenv = read_dotenv(root / ".env")
     for k, v in dotenv.items():
@@ -150,7 +150,8 @@ def load_project(
     if not isinstance(data.get("project", {}), dict):
         where = f"environments.{env_name}.project" if env_name else "project"
         raise ConfigError(f"{file.name}: {where} must be a table")
-    data = interpolate(data, env, file.name)
+    if has_vars:
+        data = interpolate(data, env, file.name)
 
     if pm is None:
         pm = PluginManager()
@@ -260,9 +261,7 @@ def _make_target(name: str, t: Any, recipes: dict[str, Recipe], fname: str) -> T
             "targets and join them with deps"
         )
     spec = markers[0] if markers else None
-    allowed = dict(TARGET_KEYS)
-    if spec:
-        allowed.update(spec.keys)
+    allowed = {**TARGET_KEYS, **spec.keys} if spec else TARGET_KEYS
     for key, value in t.items():
         if key not in allowed:
             owners = [s for s in recipes.values() if key in s.keys]
@@ -275,9 +274,11 @@ def _make_target(name: str, t: Any, recipes: dict[str, Recipe], fname: str) -> T
             every = set(TARGET_KEYS) | {k for s in recipes.values() for k in s.keys}
             hint = did_you_mean(key, every) or f"; allowed here: {', '.join(sorted(allowed))}"
             raise ConfigError(f"{fname}: {where}: unknown key {key!r}{hint}")
-        check_type(value, allowed[key], f"{fname}: {where}.{key}")
+        if type(value) not in allowed[key]:  # the common case costs no message
+            check_type(value, allowed[key], f"{fname}: {where}.{key}")
     for key in ("deps", "inputs", "outputs", "locks"):
-        check_str_list(t.get(key, []), fname, where, key)
+        if key in t:
+            check_str_list(t[key], fname, where, key)
     freshness = t.get("freshness")
     if freshness is not None and freshness not in ("always", "never"):
         try:

@@ -14,10 +14,13 @@ from typing import Any
 from eltmake.errors import ConfigError, did_you_mean
 
 
-def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Parse the project file; a large one is parsed once per content (pure-Python TOML parsing
-    of 10,000 targets costs more than the no-op build itself). The parse cache is JSON, so reading
-    it can never run code, and a damaged one is simply parsed again."""
+def read_toml(file: Path, cache_dir: Path | None = None) -> tuple[dict[str, Any], bool]:
+    """Parse the project file, and say whether it holds a ``${`` (whether it needs
+    interpolation: a file without one skips a walk over every string).
+
+    A large file is parsed once per content (pure-Python TOML parsing of 10,000 targets costs
+    more than the no-op build itself). The parse cache is JSON, so reading it can never run code,
+    and a damaged one is simply parsed again."""
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
@@ -30,8 +33,9 @@ def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
     if b"\0" in raw:
         raise ConfigError(f"{file}: is a binary file, not TOML text; is this the right folder?")
+    has_vars = b"${" in raw
     if cache_dir is None or len(raw) < 32768:
-        return _parse_toml(file, raw)
+        return _parse_toml(file, raw), has_vars
     import hashlib
     import json
 
@@ -40,14 +44,14 @@ def read_toml(file: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     try:
         data = json.loads(cached.read_bytes())
         if isinstance(data, dict) and data.get("tag") == tag and isinstance(data.get("data"), dict):
-            return data["data"]
+            return data["data"], has_vars
     except (OSError, ValueError):
         pass
     parsed = _parse_toml(file, raw)
     from eltmake.files import write_atomic
 
     write_atomic(cached, json.dumps({"tag": tag, "data": parsed}), best_effort=True)
-    return parsed
+    return parsed, has_vars
 
 
 def _parse_toml(file: Path, raw: bytes) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -194,6 +192,9 @@ def private_dir() -> Iterator[Path]:
 
     Module-level too, for code that runs a tool outside a step (``eltmake invoke``, commands).
     """
+    import shutil
+    import tempfile
+
     path = Path(tempfile.mkdtemp(prefix="eltmake-"))
     os.chmod(path, 0o700)
     try:

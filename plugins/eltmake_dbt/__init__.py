@@ -21,7 +21,6 @@ import os
 
 from eltmake.api import Recipe, hookimpl
 from eltmake_dbt import config as _config
-from eltmake_dbt import transform as _transform
 
 KIND = _config.KIND
 # What dbt writes inside its project folder while it runs: never an edit for watch mode.
@@ -39,17 +38,26 @@ class DbtTransform(Recipe):
     def validate(self, project, target):
         _config.validate_target(project, target)
 
+    # The dbt machinery is imported on first use: a project without dbt targets pays nothing.
     def make_step(self, project, target):
-        return _transform.make_step(project, target)
+        from eltmake_dbt import transform
+
+        return transform.make_step(project, target)
 
     def definition(self, project, step):
-        return _transform.definition(project, step)
+        from eltmake_dbt import transform
+
+        return transform.definition(project, step)
 
     def inputs(self, project, step):
-        return _transform.inputs(project, step)
+        from eltmake_dbt import transform
+
+        return transform.inputs(project, step)
 
     def check_outputs(self, project, step, record):
-        return _transform.check_outputs(project, step)
+        from eltmake_dbt import transform
+
+        return transform.check_outputs(project, step)
 
     def run(self, ctx):
         from eltmake_dbt import run
