@@ -26,12 +26,14 @@ class Column:
     """A property's column: its name in DuckDB and the type the stream's SCHEMA wants for it.
 
     ``from_batch`` is False for a column whose value the target computes at load time
-    (``_sdc_batched_at``) instead of reading it from the batch file.
+    (``_sdc_batched_at``) instead of reading it from the batch file. ``line`` is the input line of
+    the SCHEMA that asked for ``wanted`` (0: not a SCHEMA), for errors about changing the column.
     """
 
     name: str
     wanted: str
     from_batch: bool = True
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Stream:
     batches_opened: int = 0
 
     def apply_schema(
-        self, schema: dict[str, Any], key_properties: list[str], metadata: bool
+        self, schema: dict[str, Any], key_properties: list[str], metadata: bool, line: int = 0
     ) -> None:
         """Take a (new) SCHEMA: add columns for new properties and retarget changed types.
 
@@ -96,7 +98,7 @@ class Stream:
         if not isinstance(properties, dict):
             raise InputError(f"stream '{self.name}': SCHEMA 'properties' must be an object")
         for prop, prop_schema in properties.items():
-            self._declare(prop, column_type(prop_schema))
+            self._declare(prop, column_type(prop_schema), line=line)
         missing = [key for key in key_properties if key not in self.columns]
         if missing:
             raise InputError(
@@ -129,14 +131,15 @@ class Stream:
             self.versioned = True
             self._refresh_known()
 
-    def _declare(self, prop: str, wanted: str, keep: bool = False) -> None:
+    def _declare(self, prop: str, wanted: str, keep: bool = False, line: int = 0) -> None:
         column = self.columns.get(prop)
         if column is None:
             taken = {c.name for c in self.columns.values()}
-            self.columns[prop] = Column(unique_column(prop, taken), wanted)
+            self.columns[prop] = Column(unique_column(prop, taken), wanted, line=line)
             self.needs_ddl = True
         elif column.wanted != wanted and not keep:
             column.wanted = wanted
+            column.line = line
             self.needs_ddl = True
 
     def _refresh_known(self) -> None:

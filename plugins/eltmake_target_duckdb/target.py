@@ -162,7 +162,7 @@ class Target:
             self.flush()  # rows written under the previous SCHEMA load under it
         if stream is None:
             stream = self._new_stream(lineno, name)
-        stream.apply_schema(schema, keys, self.settings.metadata_columns)
+        stream.apply_schema(schema, keys, self.settings.metadata_columns, lineno)
         stream.schema_message = (schema, keys)
 
     def _new_stream(self, lineno: int, name: str) -> Stream:

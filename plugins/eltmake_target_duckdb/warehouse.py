@@ -13,11 +13,11 @@ from pathlib import Path
 
 import duckdb
 
-from .columns import canonical, read_spec, widen
+from .columns import alter_may_round, canonical, read_spec, widen
 from .config import Settings
 from .errors import InputError, TargetError
 from .names import ident, literal
-from .stream import Activation, Batch
+from .stream import Activation, Batch, Column
 
 # A record is one JSON object in the batch file; DuckDB refuses larger ones (its default is 16 MiB).
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -116,6 +116,8 @@ class Warehouse:
                     else:
                         kind = widen(have, column.wanted)
                         if kind != have:
+                            if alter_may_round(have, kind):
+                                self._check_exact(stream, column, kind)
                             self.con.execute(
                                 f"ALTER TABLE {table} ALTER COLUMN {ident(column.name)}"
                                 f" SET DATA TYPE {kind}"
@@ -127,6 +129,27 @@ class Warehouse:
                 f" {_one_line(exc)}"
             ) from None
         return types
+
+    def _check_exact(self, stream: Batch, column: Column, kind: str) -> None:
+        """Refuse to ALTER an integer column to ``kind`` when that would round a value in it.
+
+        A DOUBLE holds integers exactly only up to 2**53: 9007199254740993 would become
+        9007199254740992, and in a keyed table two rows would then share one key.
+        """
+        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        name = ident(column.name)
+        row = self.con.execute(
+            f"SELECT {name}::VARCHAR FROM {table} WHERE {name} IS NOT NULL"
+            f" AND TRY_CAST({name}::{kind} AS HUGEINT) IS DISTINCT FROM {name}::HUGEINT LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            where = f"line {column.line}: " if column.line else ""
+            raise InputError(
+                f"{where}stream '{stream.stream}': the SCHEMA makes column"
+                f" {stream.schema_name}.{stream.table}.{column.name} {kind}, but it holds"
+                f" {row[0]}, which a {kind} cannot hold exactly; nothing was loaded (keep the"
+                f" property an integer, or ALTER the column to JSON or VARCHAR, which hold both)"
+            )
 
     def load(self, stream: Batch, types: dict[str, str]) -> None:
         """Load one batch file: append it, or upsert it when the stream has key properties.
