@@ -1,18 +1,29 @@
 """eltmake-target-duckdb keeps every value exactly, or refuses it with one line and exit code 2.
 
-Widening an integer column and integers in number columns. Every test runs the real target on a
-real DuckDB file.
+Widening an integer column, integers in number columns, valid JSON the loader cannot represent
+(numbers beyond a double, integers beyond 64 bits, lone surrogates, deep nesting). Every test
+runs the real target on a real DuckDB file.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from test_target_duckdb import ok, query, record, run_target, schema, state, types
+from test_target_duckdb import PLUGINS, ok, query, record, run_target, schema, state, types
+
+sys.path.insert(0, str(PLUGINS))
+
+from eltmake_target_duckdb.limits import (  # noqa: E402
+    MAX_READ_DEPTH,
+    MAX_RECORD_DEPTH,
+    MAX_WRITE_DEPTH,
+    explain,
+)
 
 BIG = 2**53 + 1  # 9007199254740993: the smallest positive integer a double cannot hold
 
@@ -33,6 +44,18 @@ def refused(done, *needles: str) -> str:
     for needle in needles:
         assert needle in message, message
     return message
+
+
+def deep(depth: int) -> str:
+    """JSON text of an array nested ``depth`` levels deep."""
+    return "[" * depth + "1" + "]" * depth
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 # --- 1. widening integer -> number, and integers in number columns ----------------------------
@@ -98,3 +121,118 @@ def test_a_number_column_takes_the_integers_a_double_holds(tmp_path: Path):
     ok(run_target(tmp_path, messages))
     assert query(tmp_path, "SELECT v FROM raw.s ORDER BY id") == [(float(v),) for v in values]
     assert [int(v) for (v,) in query(tmp_path, "SELECT v FROM raw.s ORDER BY id")] == values
+
+
+# --- 2, 3. valid JSON the loader cannot represent ---------------------------------------------
+
+
+ANY = props(v={})
+
+
+def lines_with(value_text: str, kind: str = "RECORD") -> bytes:
+    head = json.dumps(schema("s", ANY, [])).encode() + b"\n"
+    if kind == "STATE":
+        return head + b'{"type": "STATE", "value": {"b": %s}}\n' % value_text.encode()
+    return head + b'{"type": "RECORD", "stream": "s", "record": {"v": %s}}\n' % value_text.encode()
+
+
+@pytest.mark.parametrize(
+    ("value_text", "needles"),
+    [
+        ("1e400", ["line 2: number 1e400 is out of range", "64-bit float"]),
+        ('{"x": [-1.5E+309]}', ["line 2: number -1.5E+309 is out of range"]),
+        ('"\\ud800"', ["line 2: string", "lone surrogate \\ud800"]),
+        ('"ok \\udc00 then"', ["line 2: string", "lone surrogate \\udc00"]),
+        (str(2**64), [f"line 2: integer {2**64} is out of range", "-2^63 to 2^64-1"]),
+        (str(-(2**63) - 1), [f"line 2: integer {-(2**63) - 1} is out of range"]),
+        ("[1, " + "9" * 300 + "]", ["line 2: integer 999", "…", "is out of range"]),
+        (deep(MAX_RECORD_DEPTH), ["line 2: the record of stream 's' is nested 128 levels"]),
+        (deep(MAX_WRITE_DEPTH), ["line 2: the record of stream 's' is nested 255 levels"]),
+        (deep(600), ["line 2: the record of stream 's' is nested 601 levels deep"]),
+        (deep(MAX_READ_DEPTH), ["line 2: JSON nested 1026 levels deep"]),
+        (deep(5000), ["line 2: JSON nested 5002 levels deep", "at most 1024"]),
+    ],
+)
+def test_valid_json_the_loader_cannot_represent_is_named(tmp_path: Path, value_text, needles):
+    done = run_target(tmp_path, lines_with(value_text))
+    message = refused(done, *needles)
+    assert "not valid JSON" not in message
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("value_text", "needles"),
+    [
+        (str(2**64 + 1), [f"line 2: integer {2**64 + 1} is out of range"]),
+        (deep(MAX_WRITE_DEPTH), ["line 2: the STATE value is nested 255 levels"]),
+    ],
+)
+def test_a_state_that_cannot_be_printed_exactly_is_refused(tmp_path: Path, value_text, needles):
+    """A STATE is printed later, after a commit: a bookmark rounded there would resume wrongly."""
+    refused(run_target(tmp_path, lines_with(value_text, "STATE")), *needles)
+
+
+def test_the_deepest_record_that_fits_is_stored_exactly(tmp_path: Path):
+    value = nested(MAX_RECORD_DEPTH - 2, {"k": "leaf"})  # the record {"v": ...} is 127 deep
+    ok(run_target(tmp_path, [schema("s", ANY, []), record("s", {"v": value})]))
+    assert [json.loads(v) for (v,) in query(tmp_path, "SELECT v FROM raw.s")] == [value]
+
+
+def test_a_record_too_deep_for_duckdb_is_named_by_its_input_line(tmp_path: Path):
+    """DuckDB only says some record is too deep: the target finds it and names its line."""
+    messages = [schema("s", ANY, []), schema("t", ANY, []), state({"n": 0})]
+    for i in range(6):
+        messages += [record("s", {"v": i}), record("t", {"v": i})]
+    messages.insert(9, record("s", {"v": nested(MAX_RECORD_DEPTH)}))  # line 10
+    messages += [record("s", {"v": nested(MAX_RECORD_DEPTH + 1)})]  # deeper, but later
+    done = run_target(tmp_path, messages, batch_size_rows=100)
+    refused(done, "line 10: the record of stream 's' is nested 128 levels deep", "at most 127")
+    assert done.stdout == b'{"n":0}\n'
+
+
+def test_integers_at_the_64_bit_limits_and_big_floats_load_exactly(tmp_path: Path):
+    """The slow path for exponent floats finds nothing to refuse: every value arrives as sent."""
+    rec = {"v": [2**64 - 1, -(2**63), 1e300, 1.5e19, "e+ in a string"]}
+    messages = [schema("s", ANY, []), record("s", rec), state({"bookmark": 2**64 - 1})]
+    assert ok(run_target(tmp_path, messages)) == [{"bookmark": 2**64 - 1}]
+    assert [json.loads(v) for (v,) in query(tmp_path, "SELECT v FROM raw.s")] == [rec["v"]]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type": "RECORD", "stream": "s", "record": {"v": 1e400}',
+        b'{"type": "RECORD", "stream": "s", "record": {"v": [1e400,]}}',
+        b'{"type": "RECORD", "stream": "s", "record": {"v": NaN}}',
+        b'{"type": "RECORD", "stream": "s", "record": {"v": "\\ud800}}',
+        b'{"type": "RECORD", "stream": "s", "record": {"v": ' + b"[" * 2000 + b"}}",
+    ],
+)
+def test_invalid_json_is_still_called_invalid(tmp_path: Path, line: bytes):
+    head = json.dumps(schema("s", ANY, [])).encode() + b"\n"
+    refused(run_target(tmp_path, head + line + b"\n"), "line 2: not valid JSON")
+
+
+def test_the_scanner_agrees_with_a_strict_json_parser():
+    """explain() calls a line invalid exactly when Python's strict json module does."""
+
+    def strict(text: str) -> bool:
+        def no_constants(name: str) -> None:
+            raise ValueError(name)
+
+        try:
+            json.loads(text, parse_constant=no_constants)
+        except ValueError:
+            return False
+        return True
+
+    texts = [
+        "[1,]", '{"a":1,}', '{"a" 1}', "01", "1.", ".5", "-", "- 1", '"\x01"', '"\\x"', "tru",
+        "[1 2]", '{"a":1}}', "[]]", '"abc', "{1:2}", "NaN", "-Infinity", "1e", "1e+", "[", "]",
+        '{"a":[}]', "", " ", "[] []", '{"a":1 "b":2}', '["a",]', "[-]", "[1e5.0]", "0x10",
+        "[1, 2.5e-3, -0, 0.0, true, false, null]", '{"a": {"b": [{}, []]}, "c": ""}', "  7  ",
+        '"\\u00e9\\ud83d\\ude00\\n"', '{"":""}', "-0.5E-2", "[[[[]]]]", '"\\/"', "\t[\r\n]",
+    ]  # fmt: skip
+    for text in texts:
+        called_invalid = "not valid JSON" in explain(1, text.encode(), ValueError("x"))
+        assert called_invalid == (not strict(text)), text

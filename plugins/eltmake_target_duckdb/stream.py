@@ -54,6 +54,7 @@ class Batch:
     needs_ddl: bool
     path: Path | None
     rows: int
+    lines: tuple[int, ...] = ()  # the input line of each record in the file, in file order
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Stream:
     batch_path: Path | None = None
     batch_file: IO[bytes] | None = None
     pending: int = 0
+    lines: list[int] = field(default_factory=list)  # input line of each pending record
     versioned: bool = False
     rename: dict[str, str] | None = None  # property -> batch-file key, when names clash
     batches_opened: int = 0
@@ -196,8 +198,10 @@ class Stream:
             needs_ddl=self.needs_ddl,
             path=path,
             rows=self.pending if path is not None else 0,
+            lines=tuple(self.lines) if path is not None else (),
         )
         self.pending = 0
+        self.lines = []
         self.needs_ddl = not self.columns  # no table yet: try again at the next flush
         return batch
 

@@ -12,10 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import orjson
 
 from .columns import alter_may_round, canonical, read_spec, widen
 from .config import Settings
 from .errors import InputError, TargetError
+from .limits import MAX_RECORD_DEPTH, nesting_depth, too_deep
 from .names import ident, literal
 from .stream import Activation, Batch, Column
 
@@ -28,6 +30,22 @@ _BATCH_TABLE = '"#eltmake_batch"'
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _deep_record(stream: Batch) -> str | None:
+    """Name the record DuckDB's JSON reader found too deeply nested (DuckDB says only that one is).
+
+    Runs only after that failure: reads the batch file again to find the record and its line.
+    """
+    if stream.path is None:
+        return None
+    with open(stream.path, "rb") as batch:
+        for index, line in enumerate(batch):
+            record = orjson.loads(line)
+            if nesting_depth(record) > MAX_RECORD_DEPTH and index < len(stream.lines):
+                what = f"the record of stream '{stream.stream}'"
+                return too_deep(stream.lines[index], what, record)
+    return None
 
 
 class Warehouse:
@@ -217,7 +235,9 @@ class Warehouse:
             self.con.execute(f"DROP TABLE {_BATCH_TABLE}")
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             message = _one_line(exc).removeprefix("Invalid Input Error: ")
-            if not message.startswith("stream '"):
+            if "maximum recursion depth" in message:
+                message = _deep_record(stream) or message
+            if not message.startswith(("stream '", "line ")):
                 message = f"stream '{stream.stream}': {message}"
             raise InputError(message) from None
         except duckdb.Error as exc:
