@@ -1,8 +1,8 @@
 """eltmake-target-duckdb keeps every value exactly, or refuses it with one line and exit code 2.
 
 Widening an integer column, integers in number columns, valid JSON the loader cannot represent
-(numbers beyond a double, integers beyond 64 bits, lone surrogates, deep nesting). Every test
-runs the real target on a real DuckDB file.
+(numbers beyond a double, integers beyond 64 bits, lone surrogates, deep nesting), and object keys
+that differ only in key order. Every test runs the real target on a real DuckDB file.
 """
 
 from __future__ import annotations
@@ -236,3 +236,39 @@ def test_the_scanner_agrees_with_a_strict_json_parser():
     for text in texts:
         called_invalid = "not valid JSON" in explain(1, text.encode(), ValueError("x"))
         assert called_invalid == (not strict(text)), text
+
+
+# --- 4. object and array keys compare canonically ---------------------------------------------
+
+
+def test_object_keys_in_another_order_are_the_same_key(tmp_path: Path):
+    key_props = props(k={"type": "object"}, v=INTEGER)
+    messages = [schema("o", key_props, ["k"])]
+    messages += [record("o", {"k": {"a": 1, "b": 2}, "v": 1})]
+    messages += [record("o", {"k": {"b": 2, "a": 1}, "v": 2})]  # same batch
+    messages += [record("o", {"k": {"z": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0}, "v": 3})]
+    ok(run_target(tmp_path, messages))
+    # A later run, another batch, the nested keys in yet another order.
+    again = [schema("o", key_props, ["k"])]
+    again += [record("o", {"k": {"a": 0, "z": {"x": [{"p": 2, "q": 1}], "y": 1}}, "v": 4})]
+    again += [record("o", {"k": {"b": 2, "a": 1}, "v": 5})]
+    ok(run_target(tmp_path, again))
+    rows = [(json.loads(k), v) for k, v in query(tmp_path, "SELECT k, v FROM raw.o ORDER BY v")]
+    assert rows == [({"a": 0, "z": {"x": [{"p": 2, "q": 1}], "y": 1}}, 4), ({"a": 1, "b": 2}, 5)]
+
+
+def test_array_keys_and_composite_keys_compare_canonically(tmp_path: Path):
+    key_props = props(k={"type": "array"}, n=INTEGER, v=INTEGER)
+    messages = [schema("a", key_props, ["k", "n"])]
+    messages += [record("a", {"k": [{"b": 1, "a": 2}], "n": 1, "v": 1})]
+    messages += [record("a", {"k": [{"a": 2, "b": 1}], "n": 1, "v": 2})]  # same key
+    messages += [record("a", {"k": [{"a": 2, "b": 1}], "n": 2, "v": 3})]  # other n
+    messages += [record("a", {"k": [2, 1], "n": 1, "v": 4}), record("a", {"k": [1, 2], "n": 1})]
+    ok(run_target(tmp_path, messages, batch_size_rows=2))
+    rows = query(tmp_path, "SELECT k, n, v FROM raw.a ORDER BY n, k")
+    assert [(json.loads(k), n, v) for k, n, v in rows] == [
+        ([1, 2], 1, None),
+        ([2, 1], 1, 4),  # array order is data: [2, 1] is not [1, 2]
+        ([{"a": 2, "b": 1}], 1, 2),
+        ([{"a": 2, "b": 1}], 2, 3),
+    ]

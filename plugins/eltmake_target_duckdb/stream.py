@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from .columns import BIGINT, JSON, TIMESTAMPTZ, column_type
+from .columns import BIGINT, JSON, TIMESTAMPTZ, VARCHAR, column_type
 from .errors import InputError
 from .names import sanitize, unique_column
 
@@ -87,6 +87,7 @@ class Stream:
     versioned: bool = False
     rename: dict[str, str] | None = None  # property -> batch-file key, when names clash
     batches_opened: int = 0
+    object_keys: tuple[str, ...] = ()  # key properties that may hold objects or arrays
 
     def apply_schema(
         self, schema: dict[str, Any], key_properties: list[str], metadata: bool, line: int = 0
@@ -112,6 +113,9 @@ class Stream:
             self.columns[BATCHED_AT].from_batch = False
             self._declare(DELETED_AT, TIMESTAMPTZ, keep=True)
         self.key_properties = list(key_properties)
+        self.object_keys = tuple(
+            key for key in key_properties if self.columns[key].wanted in (JSON, VARCHAR)
+        )
         self._refresh_known()
 
     def declare_extra(self, record: Any) -> None:

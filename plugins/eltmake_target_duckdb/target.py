@@ -26,6 +26,7 @@ from .stream import EXTRACTED_AT, VERSION_COLUMN, Activation, Stream
 from .warehouse import Warehouse
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 class Target:
@@ -67,6 +68,12 @@ class Target:
                 if decorate or "version" in message:
                     self._decorate(stream, message, record)
                 try:
+                    # An object or array key is compared as text: write it with sorted keys, so
+                    # {"a":1,"b":2} and {"b":2,"a":1} are one key.
+                    for prop in stream.object_keys:
+                        value = record.get(prop)
+                        if value.__class__ is dict or value.__class__ is list:
+                            record[prop] = loads(dumps(value, option=_SORTED))
                     if stream.rename is not None:
                         rename = stream.rename
                         record = {rename[prop]: value for prop, value in record.items()}
