@@ -168,6 +168,12 @@ class Target:
             raise InputError(f"line {lineno}: SCHEMA message has no 'stream' name")
         if not isinstance(schema, dict):
             raise InputError(f"line {lineno}: SCHEMA for stream '{name}' has no 'schema' object")
+        if not isinstance(schema.get("properties"), dict):
+            got = "no 'properties'" if "properties" not in schema else "'properties' not an object"
+            raise InputError(
+                f"line {lineno}: the schema of stream '{name}' has {got}: a stream's schema must"
+                " be an object schema listing its properties ('properties': {} is allowed)"
+            )
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise InputError(
                 f"line {lineno}: 'key_properties' of stream '{name}' must be a list of names"
