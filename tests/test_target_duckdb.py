@@ -668,6 +668,16 @@ def test_real_tap_into_the_target(tmp_path: Path, tap_jsonl: Path):
             "line 1: RECORD for stream 'nope' before its SCHEMA",
         ),
         (encode([{"type": "BATCH", "stream": "x"}]), {}, "unknown message type 'BATCH'"),
+        (
+            encode([schema("x", {"type": "object"})]),
+            {},
+            "line 1: the schema of stream 'x' has no 'properties'",
+        ),
+        (
+            encode([schema("x", {"type": "object", "properties": None})]),
+            {},
+            "line 1: the schema of stream 'x' has 'properties' not an object",
+        ),
         (encode([NUMBERED, record("n", {"v": 1})]), {}, "has no value for key 'id'"),
     ],
 )

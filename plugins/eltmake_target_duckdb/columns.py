@@ -9,7 +9,12 @@ Three rules keep data from being lost:
   transaction as the rows that need it;
 * a value is checked against its column while DuckDB reads the batch (:func:`read_spec`): an
   integer column accepts JSON integers (and integral floats such as ``5.0``) and nothing else, so
-  ``1.5`` fails the load instead of being rounded, as DuckDB's own casts would.
+  ``1.5`` fails the load instead of being rounded, as DuckDB's own casts would; a DOUBLE column
+  accepts an integer only when the double holds it exactly (9007199254740993 does not).
+
+The one widening that can change a value, an integer column becoming DOUBLE, is made only when
+every integer already in the column is exactly a double (:func:`alter_may_round` tells the
+warehouse to check); else the load is refused.
 """
 
 from __future__ import annotations
@@ -106,10 +111,11 @@ def _collect(schema: Any, found: list[str]) -> None:
 
 
 def holds(existing: str, wanted: str) -> bool:
-    """True when every value of type ``wanted`` fits a column of type ``existing`` unchanged.
+    """True when a column of type ``existing`` can take the values of type ``wanted``.
 
-    DOUBLE counts as holding integers although integers above 2**53 lose precision in it: a
-    ``number`` column is a double, as in every JSON parser that reads numbers as floats.
+    DOUBLE counts as holding integers: a ``number`` column is a double, and the integers it
+    cannot hold exactly (beyond 2**53) are refused value by value when loading (:func:`read_spec`)
+    and when widening (:func:`alter_may_round`), never rounded.
     """
     existing, wanted = canonical(existing), canonical(wanted)
     if existing == wanted or existing in (VARCHAR, JSON):
@@ -154,12 +160,20 @@ def union(a: str, b: str) -> str:
 def widen(existing: str, wanted: str) -> str:
     """The type an existing column must have to take values of ``wanted``: never narrower.
 
-    Every change this returns is a lossless ALTER (VARCHAR, the last resort, holds any value's text).
+    Every change this returns is a lossless ALTER (VARCHAR, the last resort, holds any value's
+    text), except an integer type to DOUBLE, which is lossless only for the integers a double
+    holds exactly: the warehouse checks the column's values first (:func:`alter_may_round`).
     """
     existing, wanted = canonical(existing), canonical(wanted)
     if holds(existing, wanted):
         return existing
     return _join(existing, wanted)
+
+
+def alter_may_round(existing: str, new: str) -> bool:
+    """True when ALTERing a column from ``existing`` to ``new`` can round a value: an integer
+    type becoming a floating one. Such an ALTER is made only after checking every value."""
+    return canonical(existing) in _INTEGERS and canonical(new) in _FLOATS
 
 
 def read_spec(column: str, label: str) -> tuple[str, str]:
@@ -185,10 +199,16 @@ def read_spec(column: str, label: str) -> tuple[str, str]:
         )
         return JSON, expr
     if column in _FLOATS:
+        # An integer is taken only when the float holds it exactly: 9007199254740993 would become
+        # 9007199254740992, and two keys one.
         expr = (
             "CASE WHEN {v} IS NULL THEN NULL"
-            " WHEN json_type({v}) IN ('UBIGINT', 'BIGINT', 'DOUBLE')"
-            f" THEN {{v}}::{column} ELSE {fail('is not a number')} END"
+            f" WHEN json_type({{v}}) = 'DOUBLE' THEN {{v}}::{column}"
+            " WHEN json_type({v}) IN ('UBIGINT', 'BIGINT')"
+            f" THEN CASE WHEN TRY_CAST({{v}}::{column} AS HUGEINT) = {{v}}::HUGEINT"
+            f" THEN {{v}}::{column} ELSE"
+            f" {fail(f'is an integer that a {column} cannot hold exactly (declare the property integer, or send it as a string)')}"
+            f" END ELSE {fail('is not a number')} END"
         )
         return JSON, expr
     if column == BOOLEAN:

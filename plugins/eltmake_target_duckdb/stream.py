@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from .columns import BIGINT, JSON, TIMESTAMPTZ, column_type
+from .columns import BIGINT, JSON, TIMESTAMPTZ, VARCHAR, column_type
 from .errors import InputError
 from .names import sanitize, unique_column
 
@@ -26,12 +26,14 @@ class Column:
     """A property's column: its name in DuckDB and the type the stream's SCHEMA wants for it.
 
     ``from_batch`` is False for a column whose value the target computes at load time
-    (``_sdc_batched_at``) instead of reading it from the batch file.
+    (``_sdc_batched_at``) instead of reading it from the batch file. ``line`` is the input line of
+    the SCHEMA that asked for ``wanted`` (0: not a SCHEMA), for errors about changing the column.
     """
 
     name: str
     wanted: str
     from_batch: bool = True
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Batch:
     needs_ddl: bool
     path: Path | None
     rows: int
+    lines: tuple[int, ...] = ()  # the input line of each record in the file, in file order
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,14 @@ class Stream:
     batch_path: Path | None = None
     batch_file: IO[bytes] | None = None
     pending: int = 0
+    lines: list[int] = field(default_factory=list)  # input line of each pending record
     versioned: bool = False
     rename: dict[str, str] | None = None  # property -> batch-file key, when names clash
     batches_opened: int = 0
+    object_keys: tuple[str, ...] = ()  # key properties that may hold objects or arrays
 
     def apply_schema(
-        self, schema: dict[str, Any], key_properties: list[str], metadata: bool
+        self, schema: dict[str, Any], key_properties: list[str], metadata: bool, line: int = 0
     ) -> None:
         """Take a (new) SCHEMA: add columns for new properties and retarget changed types.
 
@@ -96,7 +101,7 @@ class Stream:
         if not isinstance(properties, dict):
             raise InputError(f"stream '{self.name}': SCHEMA 'properties' must be an object")
         for prop, prop_schema in properties.items():
-            self._declare(prop, column_type(prop_schema))
+            self._declare(prop, column_type(prop_schema), line=line)
         missing = [key for key in key_properties if key not in self.columns]
         if missing:
             raise InputError(
@@ -108,6 +113,9 @@ class Stream:
             self.columns[BATCHED_AT].from_batch = False
             self._declare(DELETED_AT, TIMESTAMPTZ, keep=True)
         self.key_properties = list(key_properties)
+        self.object_keys = tuple(
+            key for key in key_properties if self.columns[key].wanted in (JSON, VARCHAR)
+        )
         self._refresh_known()
 
     def declare_extra(self, record: Any) -> None:
@@ -129,14 +137,15 @@ class Stream:
             self.versioned = True
             self._refresh_known()
 
-    def _declare(self, prop: str, wanted: str, keep: bool = False) -> None:
+    def _declare(self, prop: str, wanted: str, keep: bool = False, line: int = 0) -> None:
         column = self.columns.get(prop)
         if column is None:
             taken = {c.name for c in self.columns.values()}
-            self.columns[prop] = Column(unique_column(prop, taken), wanted)
+            self.columns[prop] = Column(unique_column(prop, taken), wanted, line=line)
             self.needs_ddl = True
         elif column.wanted != wanted and not keep:
             column.wanted = wanted
+            column.line = line
             self.needs_ddl = True
 
     def _refresh_known(self) -> None:
@@ -193,8 +202,10 @@ class Stream:
             needs_ddl=self.needs_ddl,
             path=path,
             rows=self.pending if path is not None else 0,
+            lines=tuple(self.lines) if path is not None else (),
         )
         self.pending = 0
+        self.lines = []
         self.needs_ddl = not self.columns  # no table yet: try again at the next flush
         return batch
 

@@ -20,11 +20,13 @@ import orjson
 from .committer import Committer, Work
 from .config import Settings
 from .errors import InputError
+from .limits import MAX_WRITE_DEPTH, explain, has_exponent, too_deep, wide_integer
 from .names import sanitize, split_stream
 from .stream import EXTRACTED_AT, VERSION_COLUMN, Activation, Stream
 from .warehouse import Warehouse
 
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 class Target:
@@ -65,17 +67,31 @@ class Target:
                     raise InputError(self._bad_record(lineno, message)) from None
                 if decorate or "version" in message:
                     self._decorate(stream, message, record)
-                if stream.rename is not None:
-                    rename = stream.rename
-                    record = {rename[prop]: value for prop, value in record.items()}
+                try:
+                    # An object or array key is compared as text: write it with sorted keys, so
+                    # {"a":1,"b":2} and {"b":2,"a":1} are one key.
+                    for prop in stream.object_keys:
+                        value = record.get(prop)
+                        if value.__class__ is dict or value.__class__ is list:
+                            record[prop] = loads(dumps(value, option=_SORTED))
+                    if stream.rename is not None:
+                        rename = stream.rename
+                        record = {rename[prop]: value for prop, value in record.items()}
+                    data = dumps(record, option=_NEWLINE)
+                except orjson.JSONEncodeError:
+                    what = f"the record of stream '{stream.name}'"
+                    raise InputError(too_deep(lineno, what, record)) from None
+                if 43 in data and has_exponent(data):  # 43: "+", as in 1.8446744073709552e+19
+                    self._exact_integers(lineno, line)  # a float that may be a wide integer
                 out = stream.batch_file or stream.open_batch(self.folder)
-                out.write(dumps(record, option=_NEWLINE))
+                out.write(data)
+                stream.lines.append(lineno)  # to name the line if DuckDB refuses the record
                 stream.pending += 1
                 self.pending += 1
                 if self.pending >= batch_size:
                     self.flush()
             elif kind == "STATE":
-                self._state(lineno, message)
+                self._state(lineno, line, message)
             elif kind == "SCHEMA":
                 self._schema(lineno, message)
             elif kind == "ACTIVATE_VERSION":
@@ -126,10 +142,16 @@ class Target:
         """Rows committed so far."""
         return self.committer.rows_loaded
 
-    def _state(self, lineno: int, message: dict[str, Any]) -> None:
+    def _state(self, lineno: int, line: bytes, message: dict[str, Any]) -> None:
         if "value" not in message:
             raise InputError(f"line {lineno}: STATE message has no 'value'")
-        self.state = message["value"]
+        value = message["value"]
+        try:  # the committer prints it later: make sure it can, and prints it exactly
+            if has_exponent(orjson.dumps(value)):
+                self._exact_integers(lineno, line)
+        except orjson.JSONEncodeError:
+            raise InputError(too_deep(lineno, "the STATE value", value, MAX_WRITE_DEPTH)) from None
+        self.state = value
         self.state_unsent = True
         if not self.pending:  # everything before it is committed or queued ahead of it
             self.flush()
@@ -146,6 +168,12 @@ class Target:
             raise InputError(f"line {lineno}: SCHEMA message has no 'stream' name")
         if not isinstance(schema, dict):
             raise InputError(f"line {lineno}: SCHEMA for stream '{name}' has no 'schema' object")
+        if not isinstance(schema.get("properties"), dict):
+            got = "no 'properties'" if "properties" not in schema else "'properties' not an object"
+            raise InputError(
+                f"line {lineno}: the schema of stream '{name}' has {got}: a stream's schema must"
+                " be an object schema listing its properties ('properties': {} is allowed)"
+            )
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise InputError(
                 f"line {lineno}: 'key_properties' of stream '{name}' must be a list of names"
@@ -162,7 +190,7 @@ class Target:
             self.flush()  # rows written under the previous SCHEMA load under it
         if stream is None:
             stream = self._new_stream(lineno, name)
-        stream.apply_schema(schema, keys, self.settings.metadata_columns)
+        stream.apply_schema(schema, keys, self.settings.metadata_columns, lineno)
         stream.schema_message = (schema, keys)
 
     def _new_stream(self, lineno: int, name: str) -> Stream:
@@ -195,6 +223,12 @@ class Target:
             )
         stream.declare_version()
         self.flush(activate=(stream, version))
+
+    @staticmethod
+    def _exact_integers(lineno: int, line: bytes) -> None:
+        problem = wide_integer(lineno, line)
+        if problem is not None:
+            raise InputError(problem)
 
     def _undeclared(self, stream: Stream, record: Any) -> None:
         if not isinstance(record, dict):
@@ -229,8 +263,8 @@ def _bad_line(lineno: int, line: bytes) -> str:
     shown = line[:80].decode("utf-8", "replace").rstrip()
     try:
         message = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return f"line {lineno}: not valid JSON: {shown!r}"
+    except orjson.JSONDecodeError as exc:
+        return explain(lineno, line, exc)
     if not isinstance(message, dict):
         return f"line {lineno}: a Singer message must be a JSON object: {shown!r}"
     return f"line {lineno}: message has no 'type': {shown!r}"

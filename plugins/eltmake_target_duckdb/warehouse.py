@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import orjson
 
-from .columns import canonical, read_spec, widen
+from .columns import alter_may_round, canonical, read_spec, widen
 from .config import Settings
 from .errors import InputError, TargetError
+from .limits import MAX_RECORD_DEPTH, nesting_depth, too_deep
 from .names import ident, literal
-from .stream import Activation, Batch
+from .stream import Activation, Batch, Column
 
 # A record is one JSON object in the batch file; DuckDB refuses larger ones (its default is 16 MiB).
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -28,6 +30,22 @@ _BATCH_TABLE = '"#eltmake_batch"'
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _deep_record(stream: Batch) -> str | None:
+    """Name the record DuckDB's JSON reader found too deeply nested (DuckDB says only that one is).
+
+    Runs only after that failure: reads the batch file again to find the record and its line.
+    """
+    if stream.path is None:
+        return None
+    with open(stream.path, "rb") as batch:
+        for index, line in enumerate(batch):
+            record = orjson.loads(line)
+            if nesting_depth(record) > MAX_RECORD_DEPTH and index < len(stream.lines):
+                what = f"the record of stream '{stream.stream}'"
+                return too_deep(stream.lines[index], what, record)
+    return None
 
 
 class Warehouse:
@@ -116,6 +134,8 @@ class Warehouse:
                     else:
                         kind = widen(have, column.wanted)
                         if kind != have:
+                            if alter_may_round(have, kind):
+                                self._check_exact(stream, column, kind)
                             self.con.execute(
                                 f"ALTER TABLE {table} ALTER COLUMN {ident(column.name)}"
                                 f" SET DATA TYPE {kind}"
@@ -127,6 +147,27 @@ class Warehouse:
                 f" {_one_line(exc)}"
             ) from None
         return types
+
+    def _check_exact(self, stream: Batch, column: Column, kind: str) -> None:
+        """Refuse to ALTER an integer column to ``kind`` when that would round a value in it.
+
+        A DOUBLE holds integers exactly only up to 2**53: 9007199254740993 would become
+        9007199254740992, and in a keyed table two rows would then share one key.
+        """
+        table = f"{ident(stream.schema_name)}.{ident(stream.table)}"
+        name = ident(column.name)
+        row = self.con.execute(
+            f"SELECT {name}::VARCHAR FROM {table} WHERE {name} IS NOT NULL"
+            f" AND TRY_CAST({name}::{kind} AS HUGEINT) IS DISTINCT FROM {name}::HUGEINT LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            where = f"line {column.line}: " if column.line else ""
+            raise InputError(
+                f"{where}stream '{stream.stream}': the SCHEMA makes column"
+                f" {stream.schema_name}.{stream.table}.{column.name} {kind}, but it holds"
+                f" {row[0]}, which a {kind} cannot hold exactly; nothing was loaded (keep the"
+                f" property an integer, or ALTER the column to JSON or VARCHAR, which hold both)"
+            )
 
     def load(self, stream: Batch, types: dict[str, str]) -> None:
         """Load one batch file: append it, or upsert it when the stream has key properties.
@@ -194,7 +235,9 @@ class Warehouse:
             self.con.execute(f"DROP TABLE {_BATCH_TABLE}")
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             message = _one_line(exc).removeprefix("Invalid Input Error: ")
-            if not message.startswith("stream '"):
+            if "maximum recursion depth" in message:
+                message = _deep_record(stream) or message
+            if not message.startswith(("stream '", "line ")):
                 message = f"stream '{stream.stream}': {message}"
             raise InputError(message) from None
         except duckdb.Error as exc:
