@@ -11,7 +11,6 @@ import json
 import os
 import random
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -612,15 +611,17 @@ def test_kill_9_mid_load_then_resume_loses_and_duplicates_nothing(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def tap_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tap-jsonl 0.3.1 (a singer-sdk tap) in its own venv, installed with uv."""
-    if shutil.which("uv") is None:
-        pytest.skip("uv is not installed: cannot install tap-jsonl for the integration test")
+    """tap-jsonl 0.3.1 (a singer-sdk tap) in its own venv, installed with the uv eltmake depends
+    on (found through its package, not PATH: the venv need not be activated)."""
+    from uv import find_uv_bin
+
+    uv = find_uv_bin()
     venv = tmp_path_factory.mktemp("tap-jsonl") / "venv"
-    made = subprocess.run(["uv", "venv", "-q", str(venv)], capture_output=True)
+    made = subprocess.run([uv, "venv", "-q", str(venv)], capture_output=True)
     python = venv / "bin" / "python"
     if made.returncode == 0:
         made = subprocess.run(
-            ["uv", "pip", "install", "-q", "--python", str(python), "tap-jsonl==0.3.1"],
+            [uv, "pip", "install", "-q", "--python", str(python), "tap-jsonl==0.3.1"],
             capture_output=True,
         )
     if made.returncode != 0:
