@@ -34,8 +34,11 @@ What is here, by theme:
   :func:`load_project`, :func:`open_state` (the state store), :func:`warehouses` (the
   databases plugins declare);
 * tool environments: :func:`executable_path`, :func:`tool_identity`, :func:`ensure_installed`,
-  :func:`is_installed`;
-* the command line: :class:`Commands` (what ``eltmake_add_commands`` receives).
+  :func:`is_installed`; :func:`run_process` for a tool run outside a step (a parse, a listing):
+  ``subprocess.run`` that never outlives eltmake;
+* the command line: :class:`Commands` (what ``eltmake_add_commands`` receives);
+* secrets: :func:`looks_secret` (the one naming rule), :class:`Redactor`, :data:`MASK`, and
+  :attr:`Step.secrets` (values the core masks in everything a step shows).
 """
 
 from __future__ import annotations
@@ -53,9 +56,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         did_you_mean,
     )
     from eltmake.files import write_atomic  # noqa: F401
+    from eltmake.procs import run as run_process  # noqa: F401
     from eltmake.project import Project, Target, load_project  # noqa: F401
     from eltmake.project import parse_freshness as parse_duration  # noqa: F401
     from eltmake.recipe import Recipe  # noqa: F401
+    from eltmake.redact import MASK, SECRET_NAME, Redactor, looks_secret  # noqa: F401
     from eltmake.state import LeaseHeld, StateStore  # noqa: F401
     from eltmake.step import (  # noqa: F401
         BuildInfo,
@@ -103,6 +108,11 @@ _WHERE = {
     "is_installed": ("eltmake.toolenv", "is_installed"),
     "tool_identity": ("eltmake.toolenv", "tool_identity"),
     "write_atomic": ("eltmake.files", "write_atomic"),
+    "run_process": ("eltmake.procs", "run"),
+    "MASK": ("eltmake.redact", "MASK"),
+    "SECRET_NAME": ("eltmake.redact", "SECRET_NAME"),
+    "Redactor": ("eltmake.redact", "Redactor"),
+    "looks_secret": ("eltmake.redact", "looks_secret"),
 }
 
 __all__ = sorted([*_WHERE, "hookimpl", "open_state", "warehouses"])

@@ -131,6 +131,19 @@ def install_tools(
     return {step: failed[n] for step, names in needs.items() for n in names if n in failed}
 
 
+def _stop_orphans(project: Project, say: Callable[[str], None]) -> None:
+    """What a killed eltmake left running in this project is stopped before anything runs: an
+    orphan would write beside the step that runs again."""
+    from eltmake.procs import stop_orphans
+
+    stopped = stop_orphans(project.state_dir)
+    if stopped:
+        say(
+            f"stopped {len(stopped)} process group(s) left running by an eltmake that was "
+            f"killed: {', '.join(map(str, stopped))}"
+        )
+
+
 def raise_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handler: stop like Ctrl-C (terminate every step's processes, exit 130)."""
     raise KeyboardInterrupt
@@ -151,6 +164,8 @@ def run_build(req: BuildRequest) -> int:
         lock.acquire(wait=not req.no_wait, notify=reporter.message)
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
+        if not opts.dry_run:
+            _stop_orphans(project, reporter.message)
         cache, store = open_stores(project, reporter.message, write=not opts.dry_run)
         steps = make_steps(project, order)
         blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)

@@ -61,6 +61,9 @@ class Target:
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # never its table: a command's env may hold a secret
+        return f"Target({self.name!r}, kind={self.kind!r})"
+
 
 @dataclass
 class Project:
@@ -84,6 +87,9 @@ class Project:
     def state_dir(self) -> Path:
         """Where eltmake keeps its cache, state, tool environments and lock: ``.eltmake/``."""
         return self.root / ".eltmake"
+
+    def __repr__(self) -> str:  # never the environment or tables: they hold secrets
+        return f"Project({self.name!r}, root={str(self.root)!r}, env={self.env_name!r})"
 
     def where(self, *keys: str) -> str:
         """``eltmake.toml: targets.orders.deps`` — the prefix of every error message."""

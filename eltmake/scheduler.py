@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from eltmake.decide import Decider, Decision
 from eltmake.errors import Cancelled, ConfigError, StepError
 from eltmake.executors import LocalExecutor, StepRun
+from eltmake.redact import Redactor
 from eltmake.step import BuildInfo, Outcome, Step, path_lock
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class Scheduler:
         self.succs = {n: [s for s in graph.successors(n) if s in selected] for n in order}
         self.steps = steps if steps is not None else make_steps(project, order)
         self.blocked = blocked or {}  # step -> why it cannot run (its tool failed to install)
-        self.executor: Executor = executor or LocalExecutor()
+        self.executor: Executor = executor or LocalExecutor(project.state_dir)
         self.outcomes: dict[str, Outcome] = {}
         self.fingerprints: dict[str, str | None] = {}
         self.ran: set[str] = set()
@@ -107,6 +108,7 @@ class Scheduler:
         self.build = BuildInfo(project, order, dry_run=opts.dry_run, full_refresh=opts.full_refresh)
         self._running: dict[Future, _Running] = {}
         self._pending: dict[str, Decision] = {}
+        self._masks: dict[str, Redactor] = {}  # steps with secrets to mask in what they show
         self._lock = threading.Lock()
         self._stop_reason: str | None = None  # set from any thread; read by the loop
         self.status = "ok"
@@ -270,17 +272,23 @@ class Scheduler:
     def _submit(self, name: str, reason: str) -> None:
         d = self._pending.pop(name)
         step = self.steps[name]
+        recipe = self.project.recipes[step.kind]
+        mask = Redactor(recipe.secrets(self.project, step) or [])
+        if mask:
+            self._masks[name] = mask
         run = StepRun(
             project=self.project,
             step=step,
-            recipe=self.project.recipes[step.kind],
+            recipe=recipe,
             key=d.key,
             record=d.record,
             state=self.state,
             full_refresh=self.opts.full_refresh,
             run_id=self.run_id,
             changed_inputs=d.changed_inputs,
-            log=lambda line, n=name: self.reporter.step_log(n, line),
+            log=(lambda line, n=name: self.reporter.step_log(n, mask(line)))
+            if mask
+            else (lambda line, n=name: self.reporter.step_log(n, line)),
             progress=lambda text, n=name: self.reporter.step_progress(n, text),
         )
         self.reporter.step_started(name, reason)
@@ -354,6 +362,10 @@ class Scheduler:
                 heapq.heappush(self._ready, (self.index[s], s))
 
     def _emit(self, name: str, outcome: Outcome) -> None:
+        mask = self._masks.get(name)
+        if mask is not None:  # what a step printed may hold a secret of its own
+            outcome.error = mask(outcome.error)
+            outcome.tail = [mask(line) for line in outcome.tail]
         self.outcomes[name] = outcome
         step = self.steps.get(name)
         if self.run_id is not None and self.state is not None and outcome.status != "would_run":

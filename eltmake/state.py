@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eltmake.errors import EltmakeError
+from eltmake.procs import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -161,7 +162,7 @@ class StateStore:
             ).fetchone()
             if row and row[0] != self.owner:
                 owner, lhost, pid, expires = row
-                alive = _pid_alive(pid) if lhost == host else expires > now
+                alive = pid_alive(pid) if lhost == host else expires > now
                 if alive:
                     return f"pid {pid} on {lhost}"
             db.execute(
@@ -305,13 +306,3 @@ class StateStore:
         for r in out:
             r["stats"] = json.loads(r["stats"] or "{}")
         return out
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

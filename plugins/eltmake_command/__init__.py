@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from eltmake.api import ConfigError, Recipe, StepError, StepResult, digest, hookimpl
+from eltmake.api import ConfigError, Recipe, StepError, StepResult, digest, hookimpl, looks_secret
 
 TAIL = 20
 
@@ -40,6 +40,12 @@ class Command(Recipe):
         # A command sees the whole .env file in its environment, so the file is part of what it
         # does: a changed value re-runs it (as a digest: .env often holds secrets).
         return {"dotenv": digest(project.dotenv)} if project.dotenv else {}
+
+    def secrets(self, project, step):
+        # What the command may print from its environment: its own `env`, the .env file and
+        # the variables eltmake passes on, wherever a name looks like a secret.
+        env = {**project.environ, **step.target.config.get("env", {})}
+        return [str(v) for k, v in env.items() if looks_secret(k) and v not in ("", None)]
 
     def run(self, ctx):
         cfg = ctx.step.target.config
