@@ -61,7 +61,6 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
     from eltmake.project import parse_freshness as parse_duration  # noqa: F401
     from eltmake.recipe import Recipe  # noqa: F401
     from eltmake.redact import MASK, SECRET_NAME, Redactor, looks_secret  # noqa: F401
-    from eltmake.state import LeaseHeld, StateStore  # noqa: F401
     from eltmake.step import (  # noqa: F401
         BuildInfo,
         Outcome,
@@ -73,6 +72,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         path_lock,
         private_dir,
     )
+    from eltmake.store import LeaseHeld, Store  # noqa: F401
     from eltmake.toolenv import (  # noqa: F401
         ensure_installed,
         executable_path,
@@ -93,7 +93,7 @@ _WHERE = {
     "load_project": ("eltmake.project", "load_project"),
     "parse_duration": ("eltmake.project", "parse_freshness"),
     "Recipe": ("eltmake.recipe", "Recipe"),
-    "LeaseHeld": ("eltmake.state", "LeaseHeld"),
+    "LeaseHeld": ("eltmake.store", "LeaseHeld"),
     "BuildInfo": ("eltmake.step", "BuildInfo"),
     "Outcome": ("eltmake.step", "Outcome"),
     "Step": ("eltmake.step", "Step"),
@@ -134,12 +134,14 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def open_state(project: Project) -> StateStore:
-    """The project's state store (bookmarks under leases): ``get``, ``set``, ``update``,
-    ``clear`` and ``lease(state_id)``. Close it when done."""
-    from eltmake.state import StateStore
+def open_state(project: Project) -> Store:
+    """The project's store (bookmarks under leases: ``get``, ``set``, ``update``, ``clear`` and
+    ``lease(state_id)``), as configured: the local folder or a shared store. Close it when done."""
+    from eltmake.store import open_store
 
-    return StateStore(project.state_dir / "state.db")
+    store = open_store(project)
+    assert store is not None
+    return store
 
 
 def warehouses(project: Project) -> list[Warehouse]:

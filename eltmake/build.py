@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from eltmake.cache import Cache
-    from eltmake.state import StateStore
     from eltmake.step import Step
+    from eltmake.store import Store
 
 EXIT = {"ok": 0, "failed": 1, "interrupted": 130, "superseded": 1}
 
@@ -69,14 +69,13 @@ class BuildRequest:
 
 def open_stores(
     project: Project, warn: Callable[[str], None], write: bool = True
-) -> tuple[Cache, StateStore | None]:
+) -> tuple[Cache, Store | None]:
     """The file-digest cache and the store (records, state, history). A read-only command on a
-    project never built opens no store (it creates nothing)."""
+    project never built opens no local store (it creates nothing)."""
     from eltmake.cache import Cache
-    from eltmake.state import StateStore
+    from eltmake.store import open_store
 
-    path = project.state_dir / "state.db"
-    store = StateStore(path) if write or path.exists() else None
+    store = open_store(project, create=write)
     return Cache(project.state_dir, warn=warn), store
 
 
@@ -154,8 +153,9 @@ def run_build(req: BuildRequest) -> int:
     from eltmake.output import make_reporter
 
     project = load_project(req.project_dir, env_name=req.env_name)
-    g, _, order = selection(project, req.targets, req.only)
+    g, names, order = selection(project, req.targets, req.only)
     opts = req.options(project)
+    opts.requested = list(names)
     reporter = make_reporter(req.json, req.verbose, req.plain)
     lock = None
     store = None

@@ -26,8 +26,8 @@ from eltmake.step import StepContext
 if TYPE_CHECKING:
     from eltmake.project import Project
     from eltmake.recipe import Recipe
-    from eltmake.state import StateStore
     from eltmake.step import Step, StepResult
+    from eltmake.store import Store
 
 
 @dataclass
@@ -40,7 +40,7 @@ class StepRun:
     recipe: Recipe
     key: str
     record: dict[str, Any] | None
-    state: StateStore | None
+    state: Store | None
     full_refresh: bool
     run_id: int | None
     changed_inputs: list[str] | None

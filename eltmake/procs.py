@@ -61,6 +61,12 @@ class _Guard:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
 
+    def start(self) -> None:
+        """Start the guard before the first child: a child must never run unwatched while the
+        guard is still starting (a kill -9 then would leave it behind)."""
+        if self._proc is None:
+            self._send("")
+
     def _send(self, line: str) -> None:
         with self._lock:
             if self._proc is None:
@@ -75,6 +81,8 @@ class _Guard:
                     close_fds=True,
                 )
                 atexit.register(self.close)
+            if not line:
+                return
             try:
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(line.encode() + b"\n")
@@ -134,6 +142,7 @@ class ProcessRegistry:
         kwargs.setdefault("start_new_session", True)
         if isinstance(argv, str):
             kwargs.setdefault("shell", True)
+        GUARD.start()
         with self._lock:
             if cancelled is not None and cancelled.is_set():
                 from eltmake.errors import Cancelled
@@ -199,6 +208,7 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     input_data = kwargs.pop("input", None)
     if kwargs.pop("capture_output", False):
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    GUARD.start()
     proc = subprocess.Popen(argv, **kwargs)
     GUARD.watch(proc.pid)
     try:

@@ -34,6 +34,7 @@ PROJECT_KEYS: dict[str, tuple[type, ...]] = {
     "default": (str, list),
     "plugins": (list,),
     "description": (str,),
+    "store": (str,),
 }
 # Keys every target may have, whatever its recipe.
 TARGET_KEYS: dict[str, tuple[type, ...]] = {
@@ -79,6 +80,7 @@ class Project:
     environ: dict[str, str]
     dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
+    store: str | None = None  # [project] store: the shared store's URL (ELTMAKE_STORE wins)
     recipes: dict[str, Recipe] = field(default_factory=dict)  # kind -> recipe
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
     pm: PluginManager | None = field(default=None, repr=False)
@@ -218,6 +220,7 @@ def load_project(
         environ=env,
         dotenv=dotenv,
         env_name=env_name,
+        store=proj.get("store") or None,
         recipes=recipes,
         pm=pm,
     )

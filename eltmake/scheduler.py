@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from eltmake.graph import Graph
     from eltmake.output import Reporter
     from eltmake.project import Project
-    from eltmake.state import StateStore
+    from eltmake.store import Store
 
 
 @dataclass
@@ -44,6 +44,8 @@ class BuildOptions:
     # Decide and start these before the other targets once they are ready (watch mode: the
     # targets an edit touched), so they do not wait behind many up-to-date decisions.
     first: set[str] = field(default_factory=set)
+    # The targets the build was asked for (the defaults when none): what the history shows.
+    requested: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Scheduler:
         opts: BuildOptions,
         reporter: Reporter,
         decider: Decider,
-        state: StateStore | None,
+        state: Store | None,
         *,
         steps: dict[str, Step] | None = None,
         blocked: dict[str, str] | None = None,
@@ -119,7 +121,8 @@ class Scheduler:
     def run(self) -> str:
         """Build the selected targets; returns ``ok``, ``failed`` or ``interrupted``."""
         if self.state is not None and not self.opts.dry_run:
-            self.run_id = self.state.start_run(self.opts.command, self.order, self.project.env_name)
+            asked = self.opts.requested or self.order
+            self.run_id = self.state.start_run(self.opts.command, asked, self.project.env_name)
             self.build.run_id = self.run_id
         self.reporter.build_started(self.order, self.opts.dry_run)
         self._notify("eltmake_build_started", build=self.build)

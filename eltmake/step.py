@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from eltmake.project import Project, Target
-    from eltmake.state import StateStore
+    from eltmake.store import Store
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class StepContext:
         *,
         key: str,
         record: dict[str, Any] | None,
-        state: StateStore,
+        state: Store,
         full_refresh: bool,
         log: Callable[[str], None],
         progress: Callable[[str], None],

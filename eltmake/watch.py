@@ -145,7 +145,7 @@ class Watch:
             project = load_project(self.root, env_name=self.req.env_name)
         except ConfigError:
             from eltmake.cache import Cache
-            from eltmake.state import StateStore
+            from eltmake.state import StateStore  # no project: no other store is known
 
             state_dir = self.root / ".eltmake"
             state_dir.mkdir(parents=True, exist_ok=True)
