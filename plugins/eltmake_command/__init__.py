@@ -78,7 +78,7 @@ class Command(Recipe):
         if rc != 0:
             why = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
             raise StepError(f"{ctx.step.name}: command {why}", tail)
-        return StepResult(stats={"lines": lines} if lines else {})
+        return StepResult(stats={"output_lines": lines} if lines else {})
 
 
 @hookimpl
