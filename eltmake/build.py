@@ -90,6 +90,7 @@ def decider_for(project: Project, opts: BuildOptions, cache: Cache, store: Any) 
         force_all=opts.force_all,
         full_refresh=opts.full_refresh,
         dry_run=opts.dry_run,
+        edited=opts.edited,
     )
 
 

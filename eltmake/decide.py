@@ -71,6 +71,7 @@ class Decider:
         force_all: bool = False,
         full_refresh: bool = False,
         dry_run: bool = False,
+        edited: set[str] | None = None,
     ):
         self.project = project
         self.cache = cache
@@ -80,6 +81,10 @@ class Decider:
         self.force_all = force_all
         self.full_refresh = full_refresh
         self.dry_run = dry_run
+        # In a watch cycle after the first: the steps the edit affects. The others are not
+        # re-run for freshness "always" (every save would re-extract every API); a duration
+        # freshness still expires (the watch starts a cycle when it does).
+        self.edited = edited
         self.records: dict[str, dict[str, Any]] = store.records(self.scope) if store else {}
 
     # --- deciding ----------------------------------------------------------------------------
@@ -101,7 +106,8 @@ class Decider:
         """Skip the step (with its recorded fingerprint) or run it (with the reason)."""
         unknown = [p for p, fp in upstream.items() if fp is None]
         if unknown:  # dry run: the upstream would run first, its output is unknown
-            return Decision("would_run", f"upstream {unknown[0]} would run first")
+            more = f" (or {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            return Decision("would_run", f"if upstream {unknown[0]}{more} delivers new data")
         name = step.name
         rec = self.records.get(name)
         parts, stats = self.parts(step, upstream, rec)  # type: ignore[arg-type]
@@ -115,9 +121,10 @@ class Decider:
         elif self.full_refresh:
             reason = "full refresh"
         else:
-            reason = self.outputs_reason(step, rec) or freshness_reason(
-                step.freshness, rec, time.time()
-            )
+            freshness = step.freshness
+            if freshness == "always" and self.edited is not None and name not in self.edited:
+                freshness = None  # a watch cycle: "always" held when the watch started
+            reason = self.outputs_reason(step, rec) or freshness_reason(freshness, rec, time.time())
         if reason is None:
             assert rec is not None
             return Decision("skipped", "up to date", rec["fingerprint"], key, parts, stats, rec)

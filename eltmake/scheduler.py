@@ -46,6 +46,9 @@ class BuildOptions:
     first: set[str] = field(default_factory=set)
     # The targets the build was asked for (the defaults when none): what the history shows.
     requested: list[str] = field(default_factory=list)
+    # A watch cycle after the first: the targets its edits affect (freshness "always" holds
+    # only for them); None for an ordinary build.
+    edited: set[str] | None = None
 
 
 @dataclass

@@ -108,6 +108,9 @@ def _find_on_path(project: Project, executable: str) -> str | None:
     """An executable without an environment: on PATH, else next to the running Python (where
     the console scripts installed with eltmake and its plugins are, when eltmake runs as
     ``python -m eltmake`` without its environment's bin folder on PATH)."""
+    if os.sep in executable:  # a path ("./tap.py"): from the project folder, wherever we run
+        path = project.root / os.path.expanduser(executable)
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
     found = shutil.which(executable, path=project.environ.get("PATH") or os.environ.get("PATH"))
     if found:
         return found

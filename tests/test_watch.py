@@ -675,3 +675,44 @@ def test_declared_inputs_are_watched_even_if_git_ignored(tmp_path):
     assert wm.classify(MODIFIED, str(tmp_path / "data/orders.jsonl")) == ("input", {"orders"})
     assert wm.classify(MODIFIED, str(tmp_path / "data/other.jsonl")) is None
     assert wm.watched_top_dirs() == {"data", "src"}
+
+
+FRESHNESS = """
+    [project]
+    default = "all"
+
+    [targets.api]
+    run = "echo api >> log.txt"
+    freshness = "always"
+
+    [targets.soon]
+    run = "echo soon >> log.txt"
+    freshness = "4s"
+
+    [targets.model]
+    run = "cat src/m.txt > out.txt && echo model >> log.txt"
+    inputs = ["src/m.txt"]
+    outputs = ["out.txt"]
+
+    [targets.all]
+    deps = ["api", "soon", "model"]
+    """
+
+
+def test_a_save_does_not_rerun_steps_out_of_date_only_by_freshness(project, watch):
+    """freshness = "always" held when the watch started; a save re-runs what it affects. A
+    duration freshness still expires, and the watch builds by itself when it does."""
+    project.toml(FRESHNESS)
+    project.write("src/m.txt", "1\n")
+    w = watch()
+    w.wait_for(r"^watch: cycle 1 ok")
+    edit(project.root / "src/m.txt", "2\n")
+    line = w.wait_for(r"^watch: cycle 2 ")
+    assert "re-ran model" in line and "api" not in line.split("skipped")[0], line
+    assert project.read("log.txt").split().count("api") == 1
+    # The 4-second freshness of `soon` expires: a cycle of its own, with no edit.
+    w.wait_for(r"^watch: a target's freshness expired")
+    line = w.wait_for(r"^watch: cycle 3 ")
+    assert "re-ran soon" in line and "model" not in line.split("skipped")[0], line
+    assert project.read("log.txt").split().count("api") == 1
+    assert w.interrupt() == 130

@@ -37,9 +37,12 @@ class Command(Recipe):
                 )
 
     def definition(self, project, step):
-        # A command sees the whole .env file in its environment, so the file is part of what it
-        # does: a changed value re-runs it (as a digest: .env often holds secrets).
-        return {"dotenv": digest(project.dotenv)} if project.dotenv else {}
+        # A command sees the .env file's variables in its environment, so their values are part
+        # of what it does: the values it gets (the real environment wins over .env), as a digest
+        # (.env often holds secrets).
+        if not project.dotenv:
+            return {}
+        return {"dotenv": digest({k: project.environ.get(k) for k in sorted(project.dotenv)})}
 
     def secrets(self, project, step):
         # What the command may print from its environment: its own `env`, the .env file and
