@@ -402,12 +402,13 @@ def test_a_folder_created_with_its_inputs_in_it(project, watch):
 
 def test_the_edited_target_starts_first(project, watch):
     """With one worker, the target an edit touched is decided and started before the others
-    that are out of date too (here: `freshness = "always"`), whatever their place in the order."""
+    that are out of date too (here: its output deleted, which the watch does not watch),
+    whatever their place in the order."""
     project.toml(
         """
-        [targets.a_always]
-        run = "true"
-        freshness = "always"
+        [targets.a_other]
+        run = "echo a > a.txt"
+        outputs = ["a.txt"]
 
         [targets.z_edited]
         run = "true"
@@ -415,14 +416,15 @@ def test_the_edited_target_starts_first(project, watch):
         """
     )
     project.write("z.txt", "1")
-    w = watch("-j", "1", "a_always", "z_edited")
+    w = watch("-j", "1", "a_other", "z_edited")
     w.wait_for(r"^watch: cycle 1 ok")
+    (project.root / "a.txt").unlink()
     edit(project.root / "z.txt", "2")
     w.wait_for(r"^watch: changed: z.txt$")
     first = w.wait_for(r"^run\s")
     assert first.split()[1] == "z_edited", w.output()
     line = w.wait_for(r"^watch: cycle 2 ")
-    assert "re-ran a_always, z_edited" in line
+    assert "re-ran a_other, z_edited" in line
     assert w.interrupt() == 130
 
 
