@@ -77,6 +77,8 @@ def _guarded(method: Callable) -> Callable:
 class StateStore(Store):
     """The store in one SQLite file."""
 
+    shares_artifacts = False  # the outputs are in the project folder already
+
     def __init__(self, path: Path | str):
         super().__init__()
         self.path = Path(path)

@@ -95,6 +95,9 @@ class Store:
 
     url = ""
     read_only = False
+    # Whether declared outputs are uploaded as artifacts: yes for a shared store (another
+    # runner restores them), no for the project's own folder (the files are right there).
+    shares_artifacts = True
 
     def __init__(self) -> None:
         self._me = holder()
