@@ -124,6 +124,21 @@ def build_parser(
     g.add_argument(
         "value", nargs="?", metavar="JSON", help="for set: the new value (or - for stdin)"
     )
+    g = add("store")
+    g.add_argument("action", choices=["migrate"], help="migrate: copy the store to another")
+    g.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://…, s3://bucket/prefix, gs://…, file:///path, or local (.eltmake/)",
+    )
+    g.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="copy from this store instead of the project's own (e.g. a shared one, --to local)",
+    )
+    g.add_argument("--force", action="store_true", help="replace state the target already has")
     g = add("runs")
     g.add_argument("run_id", nargs="?", type=int, metavar="ID", help="show the steps of one run")
     g.add_argument("--limit", type=int, default=20, help="show the last N builds (default 20)")
@@ -334,6 +349,12 @@ def cmd_state(args) -> int:
     return run(args)
 
 
+def cmd_store(args) -> int:
+    from eltmake.storecli import cmd_store as run
+
+    return run(args)
+
+
 def cmd_runs(args) -> int:
     from eltmake.storecli import cmd_runs as run
 
@@ -394,6 +415,7 @@ COMMANDS = {
     "invoke": cmd_invoke,
     "state": cmd_state,
     "runs": cmd_runs,
+    "store": cmd_store,
     "touch": cmd_touch_forget,
     "forget": cmd_touch_forget,
     "plugins": cmd_plugins,

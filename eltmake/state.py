@@ -30,6 +30,14 @@ from eltmake.store import (
     describe_holder,
     holder_is_dead,
 )
+from eltmake.storerows import (
+    decode_records,
+    encode_record,
+    history_rows,
+    run_row,
+    step_rows,
+    steps_rows,
+)
 
 __all__ = ["LeaseHeld", "StateStore"]
 
@@ -301,6 +309,11 @@ class StateStore(Store):
             )
 
     @_guarded
+    def scopes(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT scope FROM records")]
+
+    @_guarded
     def _forget_record(self, scope: str, name: str) -> bool:
         with self._tx() as db:
             cur = db.execute("DELETE FROM records WHERE scope=? AND name=?", (scope, name))
@@ -329,6 +342,20 @@ class StateStore(Store):
     def _write_steps(self, rows: list[tuple]) -> None:
         with self._tx() as db:
             db.executemany("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    @_guarded
+    def _add_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs(started, ended, status, command, targets, env) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                run_row(run),
+            )
+            rid = int(cur.lastrowid)
+            db.executemany(
+                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps_rows(rid, steps)
+            )
+        return rid
 
     @_guarded
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -384,68 +411,3 @@ class StateStore(Store):
 
 
 _TYPES = {"pid": "INTEGER", "started": "INTEGER"}
-
-
-# --- shared by the backends: how records and history rows are encoded ----------------------------
-
-
-def encode_record(record: dict[str, Any]) -> tuple[str, str | None]:
-    """(the record without its parts, its parts) as JSON texts."""
-    head = {k: v for k, v in record.items() if k != "parts"}
-    parts = record.get("parts")
-    if parts is not None and not isinstance(parts, str):
-        parts = json.dumps(parts, separators=(",", ":"))
-    return json.dumps(head, separators=(",", ":")), parts
-
-
-def decode_records(rows: Any) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, value, parts in rows:
-        try:
-            rec = json.loads(value)
-        except ValueError:  # a damaged record: the step runs again and writes a good one
-            continue
-        if isinstance(rec, dict):
-            rec["parts"] = parts
-            out[name] = rec
-    return out
-
-
-FAILED = ("failed", "upstream_failed", "cancelled")
-
-
-def history_rows(rows: Any, counts: Any) -> list[dict[str, Any]]:
-    """Runs as dicts, newest first, with the count of steps in each status."""
-    by_run: dict[int, dict[str, int]] = {}
-    for run_id, status, n in counts:
-        by_run.setdefault(run_id, {})[status] = n
-    out = []
-    for rid, started, ended, status, command, targets, env in rows:
-        c = by_run.get(rid, {})
-        out.append(
-            {
-                "id": rid,
-                "started": started,
-                "ended": ended,
-                "status": status,
-                "command": command,
-                "targets": json.loads(targets or "[]"),
-                "env": env,
-                "counts": c,
-                "built": c.get("built", 0),
-                "skipped": c.get("skipped", 0),
-                "failed": sum(c.get(s, 0) for s in FAILED),
-            }
-        )
-    return out
-
-
-def step_rows(rows: Any) -> list[dict[str, Any]]:
-    keys = ["target", "status", "reason", "started", "ended", "stats", "error"]
-    out = [dict(zip(keys, r, strict=True)) for r in rows]
-    for r in out:
-        try:
-            r["stats"] = json.loads(r["stats"] or "{}")
-        except ValueError:
-            r["stats"] = {}
-    return out

@@ -225,6 +225,10 @@ class Store:
         self._writable("forget a record")
         return self._forget_record(scope, name)
 
+    def scopes(self) -> list[str]:
+        """The environments that have records ("" for none): what ``store migrate`` copies."""
+        raise NotImplementedError
+
     def _put_record(self, scope: str, name: str, record: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -269,6 +273,14 @@ class Store:
             self._write_steps(rows)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def add_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> int:
+        """Copy a finished run, with its times and steps, from another store (``migrate``)."""
+        self._writable("copy history")
+        return self._add_run(run, steps)
+
+    def _add_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> int:
         raise NotImplementedError
 
     def run_steps(self, run_id: int) -> list[dict[str, Any]]:

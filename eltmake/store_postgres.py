@@ -19,8 +19,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from eltmake import store as _store
-from eltmake.state import decode_records, encode_record, history_rows, step_rows
 from eltmake.store import Store, StoreError, describe_holder, holder_is_dead, redact_url
+from eltmake.storerows import (
+    decode_records,
+    encode_record,
+    history_rows,
+    run_row,
+    step_rows,
+    steps_rows,
+)
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -232,6 +239,11 @@ class PostgresStore(Store):
                 (scope, name, value, parts),
             )
 
+    def scopes(self) -> list[str]:
+        with self._tx() as cur:
+            cur.execute(f"SELECT DISTINCT scope FROM {self.s}.records")
+            return [r[0] for r in cur.fetchall()]
+
     def _forget_record(self, scope: str, name: str) -> bool:
         with self._tx() as cur:
             cur.execute(f"DELETE FROM {self.s}.records WHERE scope=%s AND name=%s", (scope, name))
@@ -260,6 +272,20 @@ class PostgresStore(Store):
             cur.executemany(
                 f"INSERT INTO {self.s}.steps VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", rows
             )
+
+    def _add_run(self, run: dict[str, Any], steps: list[dict[str, Any]]) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                f"INSERT INTO {self.s}.runs(started, ended, status, command, targets, env) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                run_row(run),
+            )
+            rid = int(cur.fetchone()[0])
+            cur.executemany(
+                f"INSERT INTO {self.s}.steps VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                steps_rows(rid, steps),
+            )
+        return rid
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._tx() as cur:

@@ -169,3 +169,88 @@ def _run_steps(args: Any, store: Any) -> int:
             f"{s['reason'] or ''}" + (f"  {s['error']}" if s["error"] else "")
         )
     return 0
+
+
+def cmd_store(args: Any) -> int:
+    """``eltmake store migrate --to URL``: copy the project's store (bookmarks, step records,
+    history and the declared outputs as artifacts) into another, so a laptop project moves to CI
+    without losing bookmarks; ``--to local`` copies a shared store back into ``.eltmake/``."""
+    from eltmake.project import load_project
+    from eltmake.store import open_store, redact_url, store_url
+
+    project = load_project(args.project_dir, env_name=args.env_name, infer=False)
+    source = _open_named(project, args.source) if args.source else open_store(project)
+    target = _open_named(project, args.to)
+    if source.url == target.url:
+        raise ConfigError(f"store migrate: --to {redact_url(args.to)} is the store it copies from")
+    try:
+        counts = migrate(project, source, target, force=args.force)
+    finally:
+        source.close()
+        target.close()
+    print(
+        f"copied {counts['state']} state id(s), {counts['records']} step record(s), "
+        f"{counts['runs']} run(s) and {counts['artifacts']} artifact(s) from {source.url} to "
+        f"{target.url}"
+        + (
+            f"; kept {counts['kept']} state id(s) the target already had (--force replaces)"
+            if counts["kept"]
+            else ""
+        )
+    )
+    if store_url(project) != args.to and args.to != "local":
+        print(f"use it with: export ELTMAKE_STORE='{redact_url(args.to)}' (or [project] store)")
+    return 0
+
+
+def _open_named(project: Any, url: str) -> Any:
+    """A store by URL; ``local`` is the project's own ``.eltmake/`` folder."""
+    from eltmake.store import STORE_ENV, open_store
+
+    import dataclasses
+
+    environ = dict(project.environ)
+    environ.pop(STORE_ENV, None)
+    named = dataclasses.replace(project, environ=environ, store=None if url == "local" else url)
+    store = open_store(named)
+    assert store is not None
+    return store
+
+
+def migrate(project: Any, source: Any, target: Any, force: bool = False) -> dict[str, int]:
+    counts = {"state": 0, "kept": 0, "records": 0, "runs": 0, "artifacts": 0}
+    for sid, _, _ in source.list():
+        if target.get(sid) is not None and not force:
+            counts["kept"] += 1
+            continue
+        with target.lease(sid):
+            target.set(sid, source.get(sid))
+        counts["state"] += 1
+    for scope in source.scopes():
+        for name, rec in source.records(scope).items():
+            target.put_record(scope, name, rec)
+            counts["records"] += 1
+            counts["artifacts"] += _share_outputs(project, target, rec)
+    for run in reversed(source.runs(10**9)):
+        target.add_run(run, source.run_steps(run["id"]))
+        counts["runs"] += 1
+    return counts
+
+
+def _share_outputs(project: Any, target: Any, rec: dict[str, Any]) -> int:
+    """Upload the recorded outputs that are still as recorded (so another runner restores them)."""
+    if not getattr(target, "shares_artifacts", False):
+        return 0
+    from eltmake.digest import file_digest
+
+    n = 0
+    for rel, (_, _, digest_) in (rec.get("outputs") or {}).items():
+        path = project.root / rel
+        if (
+            path.is_file()
+            and not target.has_artifact(digest_)
+            and file_digest(str(path)) == digest_
+        ):
+            target.put_artifact(digest_, path)
+            n += 1
+    return n

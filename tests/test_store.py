@@ -182,3 +182,31 @@ def test_a_build_against_a_postgres_store(project, pg_env):
     assert runs.count("\n#") == 2 and runs.index("2 skipped") < runs.index("2 built")
     bad = second.run("build", env={**env, "PGPASSWORD": "wrong"})
     assert bad.returncode == 2 and "store postgresql:///?schema=ci: cannot connect" in bad.stderr
+
+
+def test_store_migrate_moves_a_laptop_project_to_a_shared_store_and_back(project, pg_env):
+    import shutil
+
+    from conftest import Project
+
+    project.toml(
+        '[targets.a]\nrun = "mkdir -p out && echo a > out/a.txt"\noutputs = ["out/a.txt"]\n'
+    )
+    project.run("build", check=True)
+    project.run("state", "set", "orders", '{"bookmarks": {"orders": {"id": 41}}}', check=True)
+    url = "postgresql:///?schema=moved"
+    out = project.run("store", "migrate", "--to", url, env=pg_env, check=True).stdout
+    assert "copied 1 state id(s), 1 step record(s), 1 run(s) and 1 artifact(s)" in out
+    # A CI runner: a fresh clone, the shared store, no outputs and no .eltmake.
+    clone = Path(str(project.root) + "-ci")
+    shutil.copytree(project.root, clone, ignore=shutil.ignore_patterns(".eltmake", "out"))
+    ci = Project(clone)
+    env = {**pg_env, "ELTMAKE_STORE": url}
+    assert ci.statuses(env=env) == {"a": "skipped"}
+    assert ci.read("out/a.txt") == "a\n"
+    assert '"id": 41' in ci.run("state", "show", "orders", env=env, check=True).stdout
+    # ... and back into a project's own folder.
+    back = ci.run("store", "migrate", "--from", url, "--to", "local", env=pg_env, check=True)
+    assert "copied 1 state id(s)" in back.stdout
+    assert '"id": 41' in ci.run("state", "show", "orders", env=pg_env, check=True).stdout
+    assert ci.statuses(env=pg_env) == {"a": "skipped"}
