@@ -205,9 +205,9 @@ def cmd_store(args: Any) -> int:
 
 def _open_named(project: Any, url: str) -> Any:
     """A store by URL; ``local`` is the project's own ``.eltmake/`` folder."""
-    from eltmake.store import STORE_ENV, open_store
-
     import dataclasses
+
+    from eltmake.store import STORE_ENV, open_store
 
     environ = dict(project.environ)
     environ.pop(STORE_ENV, None)
