@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from eltmake.commandline import CORE_COMMANDS, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from eltmake.commandline import CORE_COMMANDS, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,24 +20,27 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"eltmake {__version__}")
         return EXIT_OK
-    if argv in (["--help"], ["-h"]):  # static, so it needs no argparse (start-up is a feature)
-        from eltmake.commandline import top_help
-
-        print(top_help())
-        return EXIT_OK
     debug = "--debug" in argv
     try:
-        # Plugins may add commands: load them only when the core does not know the command.
+        if argv in (["--help"], ["-h"], ["help"]):  # no argparse: start-up is a feature
+            from eltmake.commandline import top_help
+            from eltmake.plugins import plugin_commands
+
+            print(top_help(plugin_commands(_project_dir(argv))))
+            return EXIT_OK
         first = _command_word(argv)
-        needs_plugins = first is not None and first not in CORE_COMMANDS
+        if first == "help":  # `eltmake help build` is `eltmake build --help`
+            argv = [w for w in argv if w != "help"] + ["--help"]
+            first = _command_word(argv)
+        if first is None:  # bare `eltmake`, as bare `make`: build the default targets
+            argv = ["build", *argv]
+            first = "build"
+        # Plugins may add commands: load them only when the core does not know the command.
+        needs_plugins = first not in CORE_COMMANDS
         from eltmake.commands import COMMANDS, build_parser
 
         parser = build_parser(with_plugins=needs_plugins, project_dir=_project_dir(argv))
         args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            print("\nPlugins may add commands: `eltmake plugins` lists them.")
-            return EXIT_USAGE
         func = getattr(args, "func", None) or COMMANDS[args.command]
         return int(func(args) or 0)
     except KeyboardInterrupt:
@@ -82,7 +85,7 @@ def _command_word(argv: list[str]) -> str | None:
     for word in argv:
         if skip:
             skip = False
-        elif word in ("-C", "--directory", "--env"):
+        elif word in ("-C", "--directory", "--env", "-j", "--jobs", "--force", "--debounce"):
             skip = True
         elif not word.startswith("-"):
             return word

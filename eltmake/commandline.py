@@ -44,7 +44,7 @@ def common_options(p: argparse.ArgumentParser, top: bool) -> None:
         dest="project_dir",
         metavar="DIR",
         default=d(None),
-        help="the project folder (default: the current one)",
+        help="the project folder (default: the nearest one with eltmake.toml, from here up)",
     )
     p.add_argument(
         "--env",
@@ -90,12 +90,14 @@ def top_help(extra: list[tuple[str, str]] | None = None) -> str:
     width = max(len(c) for c, _ in commands)
     cmds = "\n".join(f"  {c:<{width}}  {h}" for c, h in commands)
     return (
-        "usage: eltmake [--version] [-C DIR] [--env NAME] [--debug] COMMAND [ARGS]\n\n"
+        "usage: eltmake [--version] [-C DIR] [--env NAME] [--debug] [COMMAND] [ARGS]\n\n"
+        "`eltmake` alone builds the default targets, as `make` does; `eltmake help` is this text.\n\n"
         "Make-style ELT builds: extract-load, transformations and commands in one cached "
         "dependency graph.\n\n"
         f"commands:\n{cmds}\n\n"
         "options:\n"
-        "  -C DIR, --directory DIR  the project folder (default: the current one)\n"
+        "  -C DIR, --directory DIR  the project folder (default: the nearest one holding\n"
+        "                           eltmake.toml, from the current folder up)\n"
         "  --env NAME               apply [environments.NAME] overrides\n"
         "  --debug                  show tracebacks\n"
         "  --version                print the version\n\n"

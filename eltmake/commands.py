@@ -6,12 +6,26 @@ Imports stay lazy here too: a command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from eltmake.commandline import CORE_COMMANDS, EXIT_USAGE, Commands, common_options
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
+        import re
+
+        m = re.match(r"argument COMMAND: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if m:  # a typo of a command: say which one was meant, as for project-file keys
+            from eltmake.errors import did_you_mean
+
+            choices = re.findall(r"'?([\w-]+)'?", m.group(2))
+            hint = did_you_mean(m.group(1), choices)
+            self.exit(
+                EXIT_USAGE,
+                f"eltmake: error: {m.group(1)!r} is not an eltmake command{hint}; "
+                "`eltmake help` lists them\n",
+            )
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -322,12 +336,17 @@ def cmd_install(args) -> int:
             raise ConfigError(
                 f"no tool named {name!r} in {project.file.name}{did_you_mean(name, known)}"
             )
+    # Progress on stderr (stdout is for results), as during a build.
     done = toolenv.ensure_installed(
-        project, specs, args.names or None, force=args.force, echo=print
+        project, specs, args.names or None, force=args.force, echo=_to_stderr
     )
     if not done:
         print("all tools are installed and up to date")
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_invoke(args) -> int:

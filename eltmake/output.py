@@ -111,6 +111,8 @@ class PlainReporter(Reporter):
         self._w(f"{label:<8} {name}{timing}" + (f"  ({reason})" if reason else ""))
         if o.error:
             self._w(f"  {o.error}")
+        for line in o.warnings:
+            self._w(f"  {name} | warning: {line}")
         for line in self.tail(name, o):
             self._w(f"  {name} | {line}")
 
@@ -202,6 +204,8 @@ class RichReporter(PlainReporter):
             )
             if o.error:
                 self.console.print(f"  [red]{escape(o.error)}[/]", highlight=False)
+            for line in o.warnings:
+                self.console.print(f"  [yellow]{escape(name)} | warning: {escape(line)}[/]")
             for line in self.tail(name, o):
                 self.console.print(f"  [dim]{escape(name)} |[/] {escape(line)}", highlight=False)
 
@@ -258,6 +262,8 @@ class JsonReporter(Reporter):
             ev["stats"] = o.stats
         if o.error:
             ev["error"] = o.error
+        if o.warnings:
+            ev["warnings"] = o.warnings
         self._event(ev)
         self.human.step_finished(name, o)
 

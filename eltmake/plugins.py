@@ -264,3 +264,72 @@ def _load_entry_point(value: str) -> Any:
     for attr in filter(None, attrs.strip().split(".")):
         obj = getattr(obj, attr)
     return obj
+
+
+def plugin_commands(project_dir: str | None = None) -> list[tuple[str, str]]:
+    """(name, help) of every command plugins add, for the one help text.
+
+    Installed plugins' commands are kept in the user's cache folder under the same key as the
+    entry points (a new install scans again), so ``eltmake --help`` stays as fast as Python's
+    start; a project's own plugins (``plugins/*.py``, ``[project].plugins``) are asked each time,
+    and only when the project has any."""
+    import json
+
+    key = _metadata_key()
+    file = _entry_points_cache().with_name(
+        _entry_points_cache().name.replace("entry-points", "commands")
+    )
+    found: list[tuple[str, str]] | None = None
+    try:
+        data = json.loads(file.read_text())
+        if data["key"] == key:
+            found = [(str(n), str(h)) for n, h in data["commands"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if found is None:
+        found = _ask_for_commands(None)
+        from eltmake.files import write_atomic
+
+        write_atomic(file, json.dumps({"key": key, "commands": found}), best_effort=True)
+    root = Path(project_dir or ".")
+    if (root / "plugins").is_dir() or _names_plugins(root):
+        try:
+            names = {n for n, _ in found}
+            found += [c for c in _ask_for_commands(root) if c[0] not in names]
+        except ConfigError:
+            pass  # a broken project plugin: its command shows up when it loads
+    return found
+
+
+def _names_plugins(root: Path) -> bool:
+    try:
+        return "plugins" in (root / "eltmake.toml").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _ask_for_commands(root: Path | None) -> list[tuple[str, str]]:
+    """Let the plugins add their commands to a scratch parser, and list them."""
+    import argparse
+
+    from eltmake.commandline import Commands
+
+    pm = PluginManager()
+    pm.load_builtins_and_entrypoints()
+    if root is not None:
+        import tomllib
+
+        try:
+            modules = tomllib.loads((root / "eltmake.toml").read_text()).get("project", {})
+            modules = modules.get("plugins", []) if isinstance(modules, dict) else []
+        except (OSError, ValueError):
+            modules = []
+        pm.load_project_plugins(
+            root.resolve(), [m for m in modules if isinstance(m, str)], "eltmake.toml"
+        )
+    commands = Commands(argparse.ArgumentParser(add_help=False).add_subparsers())
+    try:
+        pm.hook.eltmake_add_commands(commands=commands)
+    except Exception:  # the listing must not fail over one plugin
+        pass
+    return commands.added

@@ -109,9 +109,32 @@ def parse_freshness(value: str) -> float | None:
 # --- loading ------------------------------------------------------------------------------------
 
 
+_ANNOUNCED: set[Path] = set()
+
+
 def find_root(start: Path | str | None) -> Path:
-    """The folder given with ``-C``, or the current one (not its parents: explicit beats magic)."""
-    return Path(start or ".").resolve()
+    """The project folder: the nearest folder holding ``eltmake.toml``, from the one given with
+    ``-C`` (or the current one) upwards, as git and dbt find theirs. Found in a parent, it says
+    which on stderr, once. A ``-C`` folder that does not exist is an error; with no project
+    anywhere up, the start folder (the caller then says there is no eltmake.toml)."""
+    import sys
+
+    here = Path(start or ".")
+    if start is not None and not here.is_dir():
+        what = "is not a folder" if here.exists() else "does not exist"
+        raise ConfigError(f"-C {start}: {what}; name the folder that holds eltmake.toml")
+    here = here.resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            if folder != here and folder not in _ANNOUNCED:
+                _ANNOUNCED.add(folder)
+                try:
+                    shown = os.path.relpath(folder / PROJECT_FILE)
+                except ValueError:
+                    shown = str(folder / PROJECT_FILE)
+                sys.stderr.write(f"eltmake: using {shown}\n")
+            return folder
+    return here
 
 
 def load_project(

@@ -25,7 +25,8 @@ def read_toml(file: Path, cache_dir: Path | None = None) -> tuple[dict[str, Any]
         raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"{file}: not found; run `eltmake init` to create a project here, or pass -C DIR"
+            f"no {file.name} in {file.parent} or any folder above it; run `eltmake init` to "
+            "create a project here, or pass -C DIR"
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a folder, not a project file") from None

@@ -336,9 +336,9 @@ class Scheduler:
         fp, warning = self.decider.finished(step, d, result, duration)
         self.fingerprints[name] = fp
         self.ran.add(name)
-        self._emit(
-            name, Outcome("built", d.reason, duration, stats=dict(result.stats), error=warning)
-        )
+        outcome = Outcome("built", d.reason, duration, stats=dict(result.stats), error=warning)
+        outcome.warnings = list(result.warnings or [])
+        self._emit(name, outcome)
         self._release(name)
 
     def _fail(self, name: str, outcome: Outcome) -> None:
@@ -372,6 +372,7 @@ class Scheduler:
         if mask is not None:  # what a step printed may hold a secret of its own
             outcome.error = mask(outcome.error)
             outcome.tail = [mask(line) for line in outcome.tail]
+            outcome.warnings = [mask(line) for line in outcome.warnings]
         self.outcomes[name] = outcome
         step = self.steps.get(name)
         if self.run_id is not None and self.state is not None and outcome.status != "would_run":

@@ -85,6 +85,9 @@ class StepResult:
     fingerprint: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    # Lines the user should see even on success (a tool's deprecation warnings), where the rest
+    # of the step's output shows only with -v.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Outcome:
     stats: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     tail: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

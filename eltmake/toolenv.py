@@ -9,8 +9,8 @@ Choices, and why:
   conflicting versions of the same libraries (one tap needs singer-sdk, a target an old
   singer-python), and a changed ``pip_url`` or another Python lands in a new folder, so it
   reinstalls without touching the old one.
-* ``$ELTMAKE_TOOLS_DIR`` replaces ``<project>/.eltmake/tools/`` when set: a shared cache, so test
-  sessions and several projects reuse one install of the same ``pip_url``.
+* Environments live in the user's cache folder (``~/.cache/eltmake/tools``), shared by every
+  project; ``$ELTMAKE_TOOLS_DIR`` names another folder (a CI cache, a test session's).
 * uv (a dependency of eltmake) creates and fills environments; ``python -m venv`` + pip is the
   fallback. Packages are installed with byte-code compiled, because machines that set
   ``PYTHONDONTWRITEBYTECODE`` would otherwise recompile a tap's imports on every start (a Singer
@@ -54,11 +54,15 @@ MAX_PARALLEL_INSTALLS = 4
 
 
 def tools_dir(project: Project) -> Path:
-    """Where environments live: ``$ELTMAKE_TOOLS_DIR`` (a shared cache) or ``.eltmake/tools/``."""
+    """Where environments live: ``$ELTMAKE_TOOLS_DIR``, else the user's cache folder
+    (``$XDG_CACHE_HOME/eltmake/tools``, ``~/.cache/eltmake/tools``), shared by every project: an
+    environment is named by what is installed and the Python that runs it, as pre-commit and uv
+    share theirs, so a second project with the same tap installs nothing."""
     shared = project.environ.get(TOOLS_DIR_ENV) or os.environ.get(TOOLS_DIR_ENV)
     if shared:
         return Path(shared).expanduser().resolve()
-    return project.state_dir / "tools"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "eltmake" / "tools"
 
 
 def python_tag() -> str:

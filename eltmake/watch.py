@@ -110,8 +110,8 @@ class Watch:
 
         if not (self.root / PROJECT_FILE).exists():
             raise ConfigError(
-                f"{self.root / PROJECT_FILE}: not found; run `eltmake init` to create a project "
-                "here, or pass -C DIR"
+                f"no {PROJECT_FILE} in {self.root} or any folder above it; run `eltmake init` to "
+                "create a project here, or pass -C DIR"
             )
         previous = signal.signal(signal.SIGTERM, raise_interrupt)
         try:

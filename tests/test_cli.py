@@ -51,3 +51,54 @@ def test_plugin_commands_after_dash_c(tmp_path):
     proc = eltmake("-C", str(tmp_path), "config", "tap-x", "--debug")
     assert proc.returncode == 0, proc.stderr
     assert '"n": 1' in proc.stdout and "s3cret" not in proc.stdout
+
+
+def test_bare_eltmake_builds_the_default_targets_as_make_does(project):
+    project.toml(
+        '[project]\ndefault = "a"\n[targets.a]\nrun = "echo a > a.txt"\n[targets.b]\nrun = "echo b > b.txt"\n'
+    )
+    proc = project.run(check=True)
+    assert "built    a" in proc.stdout and (project.root / "a.txt").exists()
+    assert not (project.root / "b.txt").exists()
+    assert "skipped" in project.run("-j", "2", "--plain", "-v", check=True).stdout
+
+
+def test_help_lists_every_command_plugins_included(project):
+    for args in (["--help"], ["help"]):
+        out = project.run(*args, check=True).stdout
+        for command in ("build", "status", "runs", "store", "config", "select", "import"):
+            assert f"\n  {command} " in out, (command, out)
+    assert "usage: eltmake build" in project.run("help", "build", check=True).stdout
+
+
+def test_a_mistyped_command_gets_a_did_you_mean(project):
+    proc = project.run("biuld")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "eltmake: error: 'biuld' is not an eltmake command (did you mean 'build'?); "
+        "`eltmake help` lists them"
+    )
+
+
+def test_the_nearest_enclosing_project_is_found_from_a_subfolder(project):
+    project.toml('[targets.a]\nrun = "echo a > a.txt"\n')
+    sub = project.root / "transform" / "models"
+    sub.mkdir(parents=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "eltmake", "build"], cwd=sub, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("eltmake: using ../../eltmake.toml")
+    assert (project.root / "a.txt").exists() and not (sub / "a.txt").exists()
+
+
+def test_a_missing_dash_c_folder_says_so(project):
+    proc = project.run("-C", "no/such/folder", "build")
+    assert proc.returncode == 2
+    assert "-C no/such/folder: does not exist" in proc.stderr and "init" not in proc.stderr
+
+
+def test_install_progress_goes_to_stderr(project):
+    project.toml('[targets.a]\nrun = "true"\n')
+    proc = project.run("install", check=True)
+    assert proc.stdout.strip() == "all tools are installed and up to date"

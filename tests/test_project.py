@@ -130,7 +130,9 @@ def test_two_recipes(project, tmp_path):
 
 
 def test_missing_project_file(project):
-    assert_one_line_error(project.run("build"), ["eltmake.toml: not found", "eltmake init"])
+    assert_one_line_error(
+        project.run("build"), ["no eltmake.toml in", "or any folder above it", "eltmake init"]
+    )
 
 
 def test_binary_project_file(project):

@@ -31,3 +31,15 @@ def test_init_project_builds_into_duckdb(project, tools_dir):
     assert project.read("out/report.csv").splitlines()[0] == "city,people"
     assert "Boston,2" in project.read("out/report.csv")
     assert project.statuses(env=env) == {"people": "skipped", "report": "skipped", "all": "skipped"}
+
+
+def test_init_in_an_existing_repository_adds_to_its_gitignore(project):
+    project.write(".gitignore", "node_modules/\n*.log\n")
+    out = project.run("init", ".", check=True).stdout
+    lines = project.read(".gitignore").splitlines()
+    assert lines[:2] == ["node_modules/", "*.log"]  # theirs kept, first
+    assert ".eltmake/" in lines and "*.duckdb" in lines and ".env" in lines
+    assert "added .eltmake/" in out
+    again = project.read(".gitignore")
+    project.run("init", "sub", check=True)  # another project: its own .gitignore
+    assert project.read(".gitignore") == again

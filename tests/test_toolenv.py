@@ -17,6 +17,13 @@ from eltmake.project import Project
 from eltmake.step import ToolSpec
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """The default tools folder is the user's cache folder: each test gets its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ELTMAKE_TOOLS_DIR", raising=False)
+
+
 def make_project(root: Path, environ: dict | None = None) -> Project:
     return Project(
         root=root,
@@ -35,7 +42,8 @@ def test_env_folder_is_per_tool_and_pip_url(tmp_path):
     a = toolenv.env_dir(project, ToolSpec("tap-x", "tap-x==1.0", "tap-x"))
     b = toolenv.env_dir(project, ToolSpec("tap-x", "tap-x==1.1", "tap-x"))
     c = toolenv.env_dir(project, ToolSpec("tap-x", "  tap-x==1.0 ", "tap-x"))
-    assert a.parent == tmp_path / ".eltmake" / "tools"
+    # shared by every project, in the user's cache folder
+    assert a.parent == tmp_path / "cache" / "eltmake" / "tools"
     assert a.name.startswith("tap-x-") and a != b  # a changed pip_url is a new environment
     assert a == c
 

@@ -462,7 +462,7 @@ def test_json_events_per_cycle(project):
 def test_a_missing_project_file_is_a_usage_error(project):
     proc = project.run("watch")
     assert proc.returncode == 2
-    assert "eltmake.toml: not found" in proc.stderr
+    assert "no eltmake.toml in" in proc.stderr
 
 
 @pytest.mark.integration
