@@ -47,6 +47,7 @@ class StepRun:
     log: Callable[[str], None]
     progress: Callable[[str], None]
     cancelled: Event = field(default_factory=Event)
+    warm: bool = False
 
     def context(self, procs: Any) -> StepContext:
         ctx = StepContext(
@@ -62,6 +63,7 @@ class StepRun:
             run_id=self.run_id,
             changed_inputs=self.changed_inputs,
             cancelled=self.cancelled,
+            warm=self.warm,
         )
         return ctx
 

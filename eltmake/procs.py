@@ -27,20 +27,33 @@ from typing import Any
 
 _GUARD_CODE = r"""
 import os, shutil, signal, sys, time
+token = sys.argv[1].encode()
 groups, dirs = set(), set()
+bye = False
 for line in sys.stdin:
     op, _, arg = line.rstrip("\n").partition(" ")
     if op == "+g": groups.add(int(arg))
     elif op == "-g": groups.discard(int(arg))
     elif op == "+d": dirs.add(arg)
     elif op == "-d": dirs.discard(arg)
-    elif op == "bye": groups.clear(); dirs.clear(); break
+    elif op == "bye": groups.clear(); dirs.clear(); bye = True; break
 def alive(g):
     try:
         os.killpg(g, 0)
         return True
     except OSError:
         return False
+# A child started in the instant before eltmake could name it to us carries our token in its
+# environment: find those too.
+if not bye:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if b"ELTMAKE_GUARD=" + token + b"\0" in f.read():
+                        groups.add(os.getpgid(int(pid)))
+            except OSError:
+                pass
 for g in groups:
     try: os.killpg(g, signal.SIGTERM)
     except OSError: pass
@@ -60,6 +73,13 @@ class _Guard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self.token = f"{os.getpid()}-{os.urandom(6).hex()}"
+
+    def mark(self, kwargs: dict[str, Any]) -> None:
+        """Give a child our token in its environment, so the guard finds it even if eltmake is
+        killed between starting it and naming it to the guard."""
+        env = kwargs.get("env")
+        kwargs["env"] = {**(os.environ if env is None else env), "ELTMAKE_GUARD": self.token}
 
     def start(self) -> None:
         """Start the guard before the first child: a child must never run unwatched while the
@@ -73,7 +93,7 @@ class _Guard:
                 import atexit
 
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _GUARD_CODE],
+                    [sys.executable, "-I", "-S", "-c", _GUARD_CODE, self.token],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -143,6 +163,7 @@ class ProcessRegistry:
         if isinstance(argv, str):
             kwargs.setdefault("shell", True)
         GUARD.start()
+        GUARD.mark(kwargs)
         with self._lock:
             if cancelled is not None and cancelled.is_set():
                 from eltmake.errors import Cancelled
@@ -209,6 +230,7 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     if kwargs.pop("capture_output", False):
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
     GUARD.start()
+    GUARD.mark(kwargs)
     proc = subprocess.Popen(argv, **kwargs)
     GUARD.watch(proc.pid)
     try:
@@ -221,6 +243,36 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         GUARD.forget(proc.pid)
     _signal_group(proc, signal.SIGKILL)  # leftovers of a finished command
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+_HELPERS: list[subprocess.Popen] = []
+
+
+def spawn_helper(argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Start a long-lived helper process (a warm tool server kept between the runs of a watch):
+    in a session of its own, watched by the guard (it dies with eltmake, even after kill -9) and
+    stopped when eltmake exits. Not tied to a step: it outlives the step that started it."""
+    kwargs.setdefault("start_new_session", True)
+    GUARD.start()
+    GUARD.mark(kwargs)
+    proc = subprocess.Popen(argv, **kwargs)
+    GUARD.watch(proc.pid)
+    if not _HELPERS:
+        import atexit
+
+        atexit.register(_stop_helpers)
+    _HELPERS.append(proc)
+    return proc
+
+
+def _stop_helpers() -> None:
+    for proc in _HELPERS:
+        _signal_group(proc, signal.SIGTERM)
+    for proc in _HELPERS:
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
 
 
 def stop_orphans(state_dir: Path) -> list[int]:

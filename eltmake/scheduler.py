@@ -49,6 +49,8 @@ class BuildOptions:
     # A watch cycle after the first: the targets its edits affect (freshness "always" holds
     # only for them); None for an ordinary build.
     edited: set[str] | None = None
+    # The build is a watch cycle: recipes may keep their tools warm between runs.
+    warm: bool = False
 
 
 @dataclass
@@ -292,6 +294,7 @@ class Scheduler:
             full_refresh=self.opts.full_refresh,
             run_id=self.run_id,
             changed_inputs=d.changed_inputs,
+            warm=self.opts.warm,
             log=(lambda line, n=name: self.reporter.step_log(n, mask(line)))
             if mask
             else (lambda line, n=name: self.reporter.step_log(n, line)),

@@ -136,6 +136,7 @@ class StepContext:
         run_id: int | None = None,
         changed_inputs: list[str] | None = None,
         cancelled: threading.Event | None = None,
+        warm: bool = False,
     ):
         self.project = project
         self.step = step
@@ -144,6 +145,9 @@ class StepContext:
         self.state = state
         self.full_refresh = full_refresh
         self.cancelled = cancelled if cancelled is not None else threading.Event()
+        # The build is a cycle of `eltmake watch`: more runs of this step will follow soon, so a
+        # recipe may keep its tool warm between them (spawn_helper) instead of starting it cold.
+        self.warm = warm
         self.run_id = run_id
         # The input files whose content differs from the last successful run, when nothing else
         # does (definition, upstream fingerprints, tool): a step that can run partially (dbt:

@@ -364,7 +364,7 @@ class Watch:
         self.event({"event": "watch_cycle", "cycle": self.cycles, "changed": changed})
         # After the first cycle, freshness "always" holds for what the edit affects only.
         edited = None if self.first else first
-        opts = dataclasses.replace(self.build_opts, first=first, edited=edited)
+        opts = dataclasses.replace(self.build_opts, first=first, edited=edited, warm=True)
         cycle = Cycle(
             self.cycles,
             changed,
