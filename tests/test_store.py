@@ -210,3 +210,75 @@ def test_store_migrate_moves_a_laptop_project_to_a_shared_store_and_back(project
     assert "copied 1 state id(s)" in back.stdout
     assert '"id": 41' in ci.run("state", "show", "orders", env=pg_env, check=True).stdout
     assert ci.statuses(env=pg_env) == {"a": "skipped"}
+
+
+SLOW_TAP = """#!/usr/bin/env python3
+import json, os, sys, time
+print(json.dumps({"type": "SCHEMA", "stream": "items", "key_properties": ["id"],
+    "schema": {"properties": {"id": {"type": "integer"}}}}), flush=True)
+print(json.dumps({"type": "RECORD", "stream": "items", "record": {"id": 1}}), flush=True)
+open(os.environ["TAP_STARTED"], "w").close()
+deadline = time.monotonic() + 120
+while not os.path.exists(os.environ["TAP_RELEASE"]) and time.monotonic() < deadline:
+    time.sleep(0.02)
+print(json.dumps({"type": "STATE", "value": {"bookmarks": {"items": {"id": 1}}}}), flush=True)
+"""
+
+
+def test_two_runners_at_once_never_both_write_a_bookmark(project, pg_env, tmp_path):
+    """Two CI jobs, two clones, one shared store: while the first holds the bookmark's lease,
+    the second's load is refused naming the holder, and writes nothing."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from conftest import Project
+
+    project.toml(
+        """
+        [extractors.slow]
+        executable = "./tap.py"
+        capabilities = ["state"]
+
+        [loaders.duckdb]
+        executable = "eltmake-target-duckdb"
+        config = { path = "warehouse.duckdb", default_target_schema = "raw" }
+
+        [targets.items]
+        extract = "slow"
+        load = "duckdb"
+        """
+    )
+    tap = project.write("tap.py", SLOW_TAP)
+    tap.chmod(0o755)
+    clone = Path(str(project.root) + "-runner2")
+    shutil.copytree(project.root, clone)
+    started, release = tmp_path / "started", tmp_path / "release"
+    env = {
+        **os.environ,
+        **pg_env,
+        "ELTMAKE_STORE": "postgresql:///?schema=runners",
+        "TAP_STARTED": str(started),
+        "TAP_RELEASE": str(release),
+    }
+    first = subprocess.Popen(
+        [sys.executable, "-m", "eltmake", "build", "--plain"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()[0]
+        time.sleep(0.02)
+    second = Project(clone).run("build", "--plain", env={k: env[k] for k in env if k != "PATH"})
+    assert second.returncode == 1
+    assert "state 'items' is in use by another run (pid" in second.stdout
+    release.touch()
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 0, out
+    shown = Project(clone).run("state", "show", "items", env=env, check=True).stdout
+    assert '"id": 1' in shown
