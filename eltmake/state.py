@@ -170,6 +170,12 @@ class StateStore:
             )
         return None
 
+    def leases(self) -> dict[str, dict[str, Any]]:
+        """The lease held on each state id (host, pid, since when), to show who holds it."""
+        with self._lock:
+            rows = self._db.execute("SELECT state_id, host, pid, acquired FROM leases").fetchall()
+        return {r[0]: {"host": r[1], "pid": r[2], "acquired": r[3]} for r in rows}
+
     def unlock(self, state_id: str) -> bool:
         with self._tx() as db:
             cur = db.execute("DELETE FROM leases WHERE state_id=?", (state_id,))
