@@ -28,6 +28,7 @@ CORE_COMMANDS = {
     "forget": "drop the cache records of targets, so they build again",
     "plugins": "list the plugins, their hooks and the commands they add",
     "init": "create a starter project",
+    "ui": "a local web UI: the graph, live builds, history, logs and state (the ui extra)",
 }
 
 
