@@ -61,22 +61,29 @@ def graph_data(project: Project) -> dict[str, Any]:
 
 
 def statuses(
-    project_dir: str, env_name: str | None, names: list[str], history: History, live: UIBuild | None
+    project_dir: str,
+    env_name: str | None,
+    kinds: dict[str, str | None],
+    history: History,
+    live: UIBuild | None,
 ) -> dict[str, dict[str, Any]]:
-    """{target: {"status", "reason", "last"}} for every target in ``names``."""
+    """{target: {"status", "reason", "last"}} for every target of ``kinds`` (name → kind, None
+    for an aggregate). A step without a record was never built, whatever its upstream says."""
     from eltmake.build import BuildRequest, status_outcomes
 
+    names = list(kinds)
     _, outcomes = status_outcomes(
         BuildRequest(project_dir=project_dir, env_name=env_name, targets=names, command="status")
     )
     latest = history.latest_steps()
+    recorded = history.recorded(env_name or "")
     out: dict[str, dict[str, Any]] = {}
     for n in names:
         o = outcomes.get(n)
         reason = o.reason if o else ""
         if o is None or o.status != "would_run":
             status, reason = "up_to_date", ""
-        elif reason == "never built":
+        elif reason == "never built" or (kinds.get(n) and n not in recorded):
             status = "never_built"
         else:
             status = "out_of_date"

@@ -2,7 +2,7 @@
 the project lock.
 
 Everything goes through :class:`eltmake.state.StateStore`'s public methods (``runs``,
-``run_steps``, ``list``, ``get``, ``leases``) and :mod:`eltmake.steplogs`, so a change of store
+``run_steps``, ``list``, ``get``, ``leases``, ``records``) and :mod:`eltmake.steplogs`, so a change of store
 touches this module only. The UI never writes here: a store that does not exist yet (a project
 never built) reads as empty and is not created.
 """
@@ -68,6 +68,11 @@ class History:
                 for s in store.run_steps(r["id"]):
                     latest[s["target"]] = {**s, "run_id": r["id"]}
         return latest
+
+    def recorded(self, scope: str) -> set[str]:
+        """The targets with a cache record in ``scope`` (their ``--env``): built at least once."""
+        with self._store() as store:
+            return set(store.records(scope)) if store else set()
 
     def state(self) -> list[dict[str, Any]]:
         """Every state id with its last update, size and lease holder."""

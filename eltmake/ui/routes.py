@@ -97,7 +97,8 @@ def status(request: Request) -> Any:
     project = c.load()
     redact = c.redactor(project)
     with c.status_lock:  # one decision pass at a time, however many tabs ask
-        st = statuses(c.project_dir, c.env_name, list(project.targets), c.history, c.runner.current)
+        kinds = {n: t.kind for n, t in project.targets.items()}
+        st = statuses(c.project_dir, c.env_name, kinds, c.history, c.runner.current)
     for s in st.values():
         s["reason"] = redact(s["reason"])
     return {"targets": st, "lock": c.history.lock_holder()}
