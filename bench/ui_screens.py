@@ -96,7 +96,8 @@ def shots(page, url: str, out: Path, touch: str, project: Path) -> None:
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "graph.png"))
     first = page.locator(".node").first.get_attribute("data-name")
-    page.locator(f'.node[data-name="{first}"]').click()
+    second = page.locator(".node").nth(1).get_attribute("data-name")
+    page.locator(f'.node[data-name="{second}"]').click()
     page.wait_for_selector("#side-body dl", timeout=30_000)
     page.screenshot(path=str(out / "graph-selected.png"))
     if touch:
@@ -106,7 +107,7 @@ def shots(page, url: str, out: Path, touch: str, project: Path) -> None:
     page.check("#force")
     page.click("#build")
     page.wait_for_selector("#headline .badge.s-ok, #headline .badge.s-failed", timeout=600_000)
-    page.wait_for_timeout(300)
+    page.wait_for_selector("#busy", state="detached", timeout=30_000)  # the lock is released
     page.screenshot(path=str(out / "build.png"))
     page.goto(url + "runs")
     page.wait_for_selector("tr[data-run]")

@@ -87,14 +87,17 @@ def project_redactor(project: Project) -> Redactor:
     return Redactor(values)
 
 
-def mask(obj: Any, redact: Redactor, secret: bool = False) -> Any:
-    """A copy of a table for display: values under secret-looking keys become ``****``."""
+def mask(obj: Any, redact: Redactor, secret: bool = False, by_name: bool = True) -> Any:
+    """A copy of a table for display: secret values become ``****``; with ``by_name``, so does
+    every value under a key named like a secret (a config table; not a state value, where
+    ``replication_key`` names a column)."""
     if isinstance(obj, dict):
         return {
-            k: mask(v, redact, secret or bool(SECRET_NAME.search(str(k)))) for k, v in obj.items()
+            k: mask(v, redact, secret or (by_name and bool(SECRET_NAME.search(str(k)))), by_name)
+            for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
-        return [mask(v, redact, secret) for v in obj]
+        return [mask(v, redact, secret, by_name) for v in obj]
     if secret and obj not in (None, ""):
         return MASK
     return redact(obj) if isinstance(obj, str) else obj

@@ -198,17 +198,16 @@ def test_state_shows_bookmarks_and_lease_holders_read_only(ui: UIServer, root: P
     from eltmake.state import StateStore
 
     store = StateStore(root / ".eltmake" / "state.db")
-    store.set(
-        "tap-orders", {"bookmarks": {"orders": {"updated_at": "2024-01-02"}}, "password": "pw-123"}
-    )
+    bookmark = {"replication_key": "updated_at", "replication_key_value": "2024-01-02"}
+    store.set("tap-orders", {"bookmarks": {"orders": bookmark}, "note": "s3cr3t-value-42"})
     store.set("tap-free", {"bookmarks": {}})
     with store.lease("tap-orders"):
         rows = {s["id"]: s for s in ui.get("/api/state")["state"]}
         assert rows["tap-orders"]["lease"]["pid"] == os.getpid()
         assert rows["tap-free"]["lease"] is None
     value = ui.get("/api/state/tap-orders")["value"]
-    assert value["bookmarks"]["orders"]["updated_at"] == "2024-01-02"
-    assert value["password"] == "****"
+    assert value["bookmarks"]["orders"] == bookmark  # a column name, not a secret
+    assert value["note"] == "****"  # a value the project holds as a secret
     assert ui.request("GET", "/api/state/none")[0] == 404
     assert ui.request("POST", "/api/state/tap-orders", {})[0] in (403, 405)
     store.close()

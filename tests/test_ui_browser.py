@@ -207,3 +207,27 @@ def test_state_and_runs_pages_read_the_store(page, ui: UIServer, root: Path):
     expect(page.locator("#state-json")).to_contain_text('"replication_key_value": "2024-05-01"')
     page.goto(ui.url + "/runs")
     expect(page.locator("#runs-card")).to_contain_text("No builds recorded yet")
+
+
+def test_a_big_graph_shows_a_neighbourhood_first(browser, tmp_path: Path):
+    lines = ['[project]\nname = "big"\ndefault = "top"\n']
+    for i in range(300):
+        deps = f'\ndeps = ["t{i // 3:03d}"]' if i else ""
+        lines.append(f'[targets.t{i:03d}]\nrun = "true"{deps}\n')
+    lines.append('[targets.top]\ndeps = ["t299"]\n')
+    (tmp_path / "eltmake.toml").write_text("\n".join(lines))
+    with UIServer(tmp_path) as ui:
+        page = browser.new_page(viewport={"width": 1400, "height": 820})
+        page.set_default_timeout(TIMEOUT)
+        page.goto(ui.url + "/graph")
+        expect(page.locator("#scope")).to_contain_text("of 301 targets around top")
+        shown = page.locator(".node").count()
+        assert 1 < shown <= 150
+        expect(node(page, "top")).to_be_visible()
+        page.fill("#find", "t150")
+        page.dispatch_event("#find", "change")
+        expect(page.locator("#scope")).to_contain_text("around t150")
+        expect(page.locator("#side-title")).to_have_text("t150")
+        page.click("#show-all")
+        expect(page.locator(".node")).to_have_count(301)
+        page.close()

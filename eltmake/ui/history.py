@@ -58,15 +58,17 @@ class History:
             s["has_log"] = self.log_path_exists(run_id, s["target"])
         return run
 
-    def latest_steps(self, runs: int = 20) -> dict[str, dict[str, Any]]:
-        """Each target's most recent step in the last ``runs`` builds (with the run's id)."""
+    def latest_steps(self, runs: int = 20, ran_only: bool = False) -> dict[str, dict[str, Any]]:
+        """Each target's most recent step in the last ``runs`` builds (with the run's id); with
+        ``ran_only``, the most recent that ran (not skipped), which has a log."""
         latest: dict[str, dict[str, Any]] = {}
         with self._store() as store:
             if store is None:
                 return latest
             for r in reversed(store.runs(runs)):
                 for s in store.run_steps(r["id"]):
-                    latest[s["target"]] = {**s, "run_id": r["id"]}
+                    if not ran_only or s["status"] not in ("skipped", "upstream_failed"):
+                        latest[s["target"]] = {**s, "run_id": r["id"]}
         return latest
 
     def recorded(self, scope: str) -> set[str]:

@@ -115,7 +115,7 @@ def target(request: Request) -> Any:
     check_names(project, [name])
     t = project.targets[name]
     redact = c.redactor(project)
-    last = c.history.latest_steps().get(name)
+    last = c.history.latest_steps(ran_only=True).get(name)
     if last is not None:
         last["error"] = redact(last["error"] or "")
         last["has_log"] = c.history.log_path_exists(last["run_id"], name)
@@ -237,4 +237,4 @@ def state_value(request: Request) -> Any:
     value = c.history.state_value(sid)
     if value is None:
         return JSONResponse({"error": f"no state stored under {sid!r}"}, status_code=404)
-    return {"id": sid, "value": mask(value, c.redactor(c.load()))}
+    return {"id": sid, "value": mask(value, c.redactor(c.load()), by_name=False)}

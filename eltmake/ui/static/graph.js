@@ -3,7 +3,7 @@
 "use strict";
 
 const LIMIT = 150;
-const W = 216, H = 60;
+const W = 200, H = 58;
 const SVGNS = "http://www.w3.org/2000/svg";
 const STATUS_COLORS = {
   up_to_date: "#15803d", out_of_date: "#c2410c", never_built: "#94a3b8", running: "#2563eb",
@@ -69,12 +69,13 @@ function draw() {
     showAll.classList.toggle("hidden", total <= LIMIT);
     showAll.textContent = total > LIMIT ? "Show fewer" : "Show all";
   }
-  const g = new dagre.graphlib.Graph();
-  g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 80, marginx: 24, marginy: 24 });
-  g.setDefaultEdgeLabel(() => ({}));
-  for (const n of G.data.nodes) if (vis.has(n.name)) g.setNode(n.name, { width: W, height: H });
-  for (const e of G.data.edges) if (vis.has(e.from) && vis.has(e.to)) g.setEdge(e.from, e.to, { e });
-  dagre.layout(g);
+  // Left to right reads like a pipeline; a long chain in a wide window reads better top down,
+  // so a small graph takes whichever orientation draws it larger.
+  let g = layout(vis, "LR");
+  if (vis.size <= 60) {
+    const alt = layout(vis, "TB");
+    if (scaleFor(alt.graph()) > scaleFor(g.graph()) * 1.15) g = alt;
+  }
 
   const vp = document.getElementById("viewport");
   vp.replaceChildren();
@@ -105,11 +106,26 @@ function draw() {
   fit();
 }
 
+function layout(vis, rankdir) {
+  const g = new dagre.graphlib.Graph();
+  g.setGraph({ rankdir, nodesep: 26, ranksep: rankdir === "LR" ? 56 : 44, marginx: 20, marginy: 20 });
+  g.setDefaultEdgeLabel(() => ({}));
+  for (const n of G.data.nodes) if (vis.has(n.name)) g.setNode(n.name, { width: W, height: H });
+  for (const e of G.data.edges) if (vis.has(e.from) && vis.has(e.to)) g.setEdge(e.from, e.to, { e });
+  dagre.layout(g);
+  return g;
+}
+
+function scaleFor(gg) {
+  const box = document.getElementById("svg").getBoundingClientRect();
+  return Math.min(box.width / (gg.width || 1), box.height / (gg.height || 1));
+}
+
 function drawNode(n, x, y) {
   const grp = svg("g", { class: "node", transform: `translate(${x},${y})`, "data-name": n.name, tabindex: 0 });
   grp.append(svg("rect", { class: "box", width: W, height: H, rx: 9 }));
   grp.append(svg("rect", { class: "bar", x: 0, y: 0, width: 7, height: H, rx: 3 }));
-  grp.append(svg("text", { class: "name", x: 18, y: 24 }, document.createTextNode(short(n.name, 24))));
+  grp.append(svg("text", { class: "name", x: 18, y: 24 }, document.createTextNode(short(n.name, 22))));
   const kw = n.kind.length * 6.7 + 12;
   grp.append(svg("rect", { class: "kindpill", x: 18, y: 34, width: kw, height: 17, rx: 4, fill: n.color }));
   grp.append(svg("text", { class: "kindtext", x: 18 + kw / 2, y: 46.5, "text-anchor": "middle" }, document.createTextNode(n.kind)));
@@ -156,7 +172,7 @@ function apply() {
 }
 function fit() {
   const box = document.getElementById("svg").getBoundingClientRect();
-  const k = Math.min(box.width / G.bounds.w, box.height / G.bounds.h, 1.25);
+  const k = Math.min(box.width / G.bounds.w, box.height / G.bounds.h, 1.35);
   G.k = Math.max(k, 0.1);
   G.tx = (box.width - G.bounds.w * G.k) / 2;
   G.ty = (box.height - G.bounds.h * G.k) / 2;
