@@ -67,7 +67,9 @@ def serve(
     from eltmake.ui.app import UIContext, create_app
     from eltmake.ui.history import History
 
-    project = load_project(project_dir, env_name=env_name)  # a broken project: one line, exit 2
+    # A broken project file is one line and exit 2 now; the edges plugins infer (which may need
+    # a tool installed first) wait for the graph page, so the server is up at once.
+    project = load_project(project_dir, env_name=env_name, infer=False)
     root = str(find_root(project_dir))
     loopback = is_loopback(host)
     sock = bind(host, port)
