@@ -291,3 +291,13 @@ def test_another_host_is_served_only_with_a_warning(root: Path):
         err = ui.proc.stderr.read()
         ui.stop()
     assert "warning: listening on 0.0.0.0" in err and "--read-only" in err
+
+
+def test_stop_interrupts_the_uis_build(ui: UIServer, root: Path):
+    assert ui.post("/api/builds", {"targets": ["slow"]})[0] == 202
+    ui.events(0, until=lambda k, d: k == "step_started" and d["target"] == "slow")
+    status, r = ui.post("/api/builds/stop", {})
+    assert status == 202 and r["stopping"] is True
+    b = ui.wait_build()
+    assert b["status"] == "interrupted" and b["steps"]["slow"]["status"] == "cancelled"
+    assert ui.post("/api/builds/stop", {})[0] == 409  # nothing left to stop

@@ -61,8 +61,9 @@ class EventHub:
             lost = last + 1 < oldest
             return [e for e in self._events if e[0] > last], lost
 
-    async def stream(self, last: int) -> AsyncIterator[dict[str, Any]]:
-        """Server-sent events after ``last``, forever (the response ends it on disconnect)."""
+    async def stream(self, last: int, stop: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """Server-sent events after ``last``, until the client leaves (the response ends it) or
+        ``stop`` is set (the server shuts down: the stream then ends cleanly)."""
         loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         waiter = (loop, ev)
@@ -86,7 +87,13 @@ class EventHub:
                         yield {"id": str(last), "event": "reset", "data": "{}"}
                         events, _ = self.since(last)
                     continue
-                await ev.wait()
+                while not ev.is_set():
+                    if stop is not None and stop.is_set():
+                        return
+                    try:
+                        await asyncio.wait_for(ev.wait(), timeout=0.5)
+                    except TimeoutError:
+                        pass
                 events, _ = self.since(last)
         finally:
             with self._lock:

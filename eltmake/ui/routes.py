@@ -170,13 +170,19 @@ def current_build(request: Request) -> Any:
 
 
 async def events(request: Request) -> Response:
+    import anyio
     from sse_starlette.sse import EventSourceResponse
 
     from eltmake.ui.events import PING_S, last_event_id
 
     last = last_event_id(request.headers.get("last-event-id"), request.query_params.get("after"))
+    stop = anyio.Event()  # set by sse-starlette when the server shuts down (Ctrl-C)
     return EventSourceResponse(
-        ctx(request).hub.stream(last), ping=PING_S, headers={"x-accel-buffering": "no"}
+        ctx(request).hub.stream(last, stop),
+        ping=PING_S,
+        headers={"x-accel-buffering": "no"},
+        shutdown_event=stop,
+        shutdown_grace_period=1.0,
     )
 
 
