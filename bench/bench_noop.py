@@ -41,12 +41,13 @@ def make_project(root: Path, n: int) -> None:
     (root / "eltmake.toml").write_text("\n".join(lines))
 
 
-def build(root: Path) -> float:
+def build(root: Path, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "eltmake", "build", "--plain", "-C", str(root)],
         capture_output=True,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -58,7 +59,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10,1000,10000")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--store",
+        metavar="URL",
+        help="instead: no-op builds of --project against this store vs the local one",
+    )
+    ap.add_argument("--project", default="examples/shop", help="with --store (default %(default)s)")
     args = ap.parse_args()
+    if args.store:
+        return compare_stores(Path(args.project), args.store, max(args.repeat, 7))
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}  "
@@ -94,6 +103,33 @@ def main() -> None:
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare_stores(project: Path, url: str, repeat: int) -> None:
+    """A no-op build of a copy of ``project`` with the local store and another copy with the
+    store at ``url``, alternated ``repeat`` times; medians and their difference."""
+    print(
+        f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}  "
+        f"cores={os.cpu_count()}  project={project}"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="eltmake-bench-store-"))
+    try:
+        ignore = shutil.ignore_patterns(".eltmake", "*.duckdb", "*.duckdb.wal", "target", "out")
+        local, shared = tmp / "local", tmp / "shared"
+        shutil.copytree(project, local, ignore=ignore)
+        shutil.copytree(project, shared, ignore=ignore)
+        env = {"ELTMAKE_STORE": url}
+        build(local)
+        build(shared, env)
+        times: dict[str, list[float]] = {"local": [], "store": []}
+        for _ in range(repeat):
+            times["local"].append(build(local))
+            times["store"].append(build(shared, env))
+        a, b = (statistics.median(times[k]) for k in ("local", "store"))
+        print(f"no-op, local store      median {a:.3f}s  (n={repeat})")
+        print(f"no-op, {url.split('://')[0]} store  median {b:.3f}s  ({b - a:+.3f}s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _time(argv: list[str]) -> float:

@@ -34,8 +34,11 @@ What is here, by theme:
   :func:`load_project`, :func:`open_state` (the state store), :func:`warehouses` (the
   databases plugins declare);
 * tool environments: :func:`executable_path`, :func:`tool_identity`, :func:`ensure_installed`,
-  :func:`is_installed`;
-* the command line: :class:`Commands` (what ``eltmake_add_commands`` receives).
+  :func:`is_installed`; :func:`run_process` for a tool run outside a step (a parse, a listing):
+  ``subprocess.run`` that never outlives eltmake;
+* the command line: :class:`Commands` (what ``eltmake_add_commands`` receives);
+* secrets: :func:`looks_secret` (the one naming rule), :class:`Redactor`, :data:`MASK`, and
+  :attr:`Step.secrets` (values the core masks in everything a step shows).
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         did_you_mean,
     )
     from eltmake.files import write_atomic  # noqa: F401
+    from eltmake.procs import run as run_process  # noqa: F401
     from eltmake.project import Project, Target, load_project  # noqa: F401
     from eltmake.project import parse_freshness as parse_duration  # noqa: F401
     from eltmake.recipe import Recipe  # noqa: F401
-    from eltmake.state import LeaseHeld, StateStore  # noqa: F401
+    from eltmake.redact import MASK, SECRET_NAME, Redactor, looks_secret  # noqa: F401
     from eltmake.step import (  # noqa: F401
         BuildInfo,
         Outcome,
@@ -68,6 +72,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         path_lock,
         private_dir,
     )
+    from eltmake.store import LeaseHeld, Store  # noqa: F401
     from eltmake.toolenv import (  # noqa: F401
         ensure_installed,
         executable_path,
@@ -88,7 +93,7 @@ _WHERE = {
     "load_project": ("eltmake.project", "load_project"),
     "parse_duration": ("eltmake.project", "parse_freshness"),
     "Recipe": ("eltmake.recipe", "Recipe"),
-    "LeaseHeld": ("eltmake.state", "LeaseHeld"),
+    "LeaseHeld": ("eltmake.store", "LeaseHeld"),
     "BuildInfo": ("eltmake.step", "BuildInfo"),
     "Outcome": ("eltmake.step", "Outcome"),
     "Step": ("eltmake.step", "Step"),
@@ -103,6 +108,11 @@ _WHERE = {
     "is_installed": ("eltmake.toolenv", "is_installed"),
     "tool_identity": ("eltmake.toolenv", "tool_identity"),
     "write_atomic": ("eltmake.files", "write_atomic"),
+    "run_process": ("eltmake.procs", "run"),
+    "MASK": ("eltmake.redact", "MASK"),
+    "SECRET_NAME": ("eltmake.redact", "SECRET_NAME"),
+    "Redactor": ("eltmake.redact", "Redactor"),
+    "looks_secret": ("eltmake.redact", "looks_secret"),
 }
 
 __all__ = sorted([*_WHERE, "hookimpl", "open_state", "warehouses"])
@@ -124,12 +134,14 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def open_state(project: Project) -> StateStore:
-    """The project's state store (bookmarks under leases): ``get``, ``set``, ``update``,
-    ``clear`` and ``lease(state_id)``. Close it when done."""
-    from eltmake.state import StateStore
+def open_state(project: Project) -> Store:
+    """The project's store (bookmarks under leases: ``get``, ``set``, ``update``, ``clear`` and
+    ``lease(state_id)``), as configured: the local folder or a shared store. Close it when done."""
+    from eltmake.store import open_store
 
-    return StateStore(project.state_dir / "state.db")
+    store = open_store(project)
+    assert store is not None
+    return store
 
 
 def warehouses(project: Project) -> list[Warehouse]:

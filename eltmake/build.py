@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from eltmake.cache import Cache
     from eltmake.output import Reporter
-    from eltmake.state import StateStore
     from eltmake.step import Outcome, Step
+    from eltmake.store import Store
 
 EXIT = {"ok": 0, "failed": 1, "interrupted": 130, "superseded": 1}
 
@@ -71,14 +71,13 @@ class BuildRequest:
 
 def open_stores(
     project: Project, warn: Callable[[str], None], write: bool = True
-) -> tuple[Cache, StateStore | None]:
+) -> tuple[Cache, Store | None]:
     """The file-digest cache and the store (records, state, history). A read-only command on a
-    project never built opens no store (it creates nothing)."""
+    project never built opens no local store (it creates nothing)."""
     from eltmake.cache import Cache
-    from eltmake.state import StateStore
+    from eltmake.store import open_store
 
-    path = project.state_dir / "state.db"
-    store = StateStore(path) if write or path.exists() else None
+    store = open_store(project, create=write)
     return Cache(project.state_dir, warn=warn), store
 
 
@@ -93,6 +92,7 @@ def decider_for(project: Project, opts: BuildOptions, cache: Cache, store: Any) 
         force_all=opts.force_all,
         full_refresh=opts.full_refresh,
         dry_run=opts.dry_run,
+        edited=opts.edited,
     )
 
 
@@ -133,6 +133,19 @@ def install_tools(
     return {step: failed[n] for step, names in needs.items() for n in names if n in failed}
 
 
+def _stop_orphans(project: Project, say: Callable[[str], None]) -> None:
+    """What a killed eltmake left running in this project is stopped before anything runs: an
+    orphan would write beside the step that runs again."""
+    from eltmake.procs import stop_orphans
+
+    stopped = stop_orphans(project.state_dir)
+    if stopped:
+        say(
+            f"stopped {len(stopped)} process group(s) left running by an eltmake that was "
+            f"killed: {', '.join(map(str, stopped))}"
+        )
+
+
 def raise_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handler: stop like Ctrl-C (terminate every step's processes, exit 130)."""
     raise KeyboardInterrupt
@@ -150,8 +163,9 @@ def run_build(
     from eltmake.steplogs import StepLogs
 
     project = load_project(req.project_dir, env_name=req.env_name)
-    g, _, order = selection(project, req.targets, req.only)
+    g, names, order = selection(project, req.targets, req.only)
     opts = req.options(project)
+    opts.requested = list(names)
     reporter = reporter or make_reporter(req.json, req.verbose, req.plain)
     lock = None
     store = None
@@ -161,6 +175,8 @@ def run_build(
     main = threading.current_thread() is threading.main_thread()  # signals: main thread only
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
     try:
+        if not opts.dry_run:
+            _stop_orphans(project, reporter.message)
         cache, store = open_stores(project, reporter.message, write=not opts.dry_run)
         steps = make_steps(project, order)
         blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)

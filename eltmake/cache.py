@@ -26,6 +26,9 @@ _GLOB_CHARS = set("*?[")
 
 class Cache:
     def __init__(self, state_dir: Path, warn: Callable[[str], None] | None = None):
+        from eltmake.files import ensure_dir
+
+        ensure_dir(state_dir)
         self.dir = state_dir / "cache"
         self.dc = _open(self.dir, warn)
 

@@ -26,6 +26,7 @@ CORE_COMMANDS = {
     "runs": "the history of builds",
     "touch": "accept the current outputs of targets as built (Make's -t)",
     "forget": "drop the cache records of targets, so they build again",
+    "store": "copy the store into a shared one: store migrate --to URL",
     "plugins": "list the plugins, their hooks and the commands they add",
     "init": "create a starter project",
     "ui": "a local web UI: the graph, live builds, history, logs and state (the ui extra)",

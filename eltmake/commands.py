@@ -6,7 +6,6 @@ Imports stay lazy here too: a command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from eltmake.commandline import CORE_COMMANDS, EXIT_USAGE, Commands, common_options
 
@@ -125,10 +124,25 @@ def build_parser(
     g.add_argument(
         "value", nargs="?", metavar="JSON", help="for set: the new value (or - for stdin)"
     )
+    g = add("store")
+    g.add_argument("action", choices=["migrate"], help="migrate: copy the store to another")
+    g.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://…, s3://bucket/prefix, gs://…, file:///path, or local (.eltmake/)",
+    )
+    g.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="copy from this store instead of the project's own (e.g. a shared one, --to local)",
+    )
+    g.add_argument("--force", action="store_true", help="replace state the target already has")
     g = add("runs")
     g.add_argument("run_id", nargs="?", type=int, metavar="ID", help="show the steps of one run")
-    g.add_argument("--limit", type=int, default=20)
-    g.add_argument("--json", action="store_true")
+    g.add_argument("--limit", type=int, default=20, help="show the last N builds (default 20)")
+    g.add_argument("--json", action="store_true", help="the runs (or steps) as JSON")
     for name in ("touch", "forget"):
         g = add(name)
         g.add_argument("targets", nargs="*", metavar="TARGET")
@@ -335,100 +349,21 @@ def cmd_invoke(args) -> int:
 
 
 def cmd_state(args) -> int:
-    import json
+    from eltmake.storecli import cmd_state as run
 
-    from eltmake.errors import ConfigError
-    from eltmake.project import find_root
-    from eltmake.state import StateStore
+    return run(args)
 
-    root = find_root(args.project_dir)
-    store = StateStore(root / ".eltmake" / "state.db")
-    if args.action == "list":
-        import datetime
 
-        rows = store.list()
-        if not rows:
-            print("no state stored")
-        for sid, updated, size in rows:
-            when = datetime.datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{sid}  {when}  {size} bytes")
-        return 0
-    if not args.state_id:
-        raise ConfigError(
-            f"eltmake state {args.action}: which state id? (`eltmake state list` shows them)"
-        )
-    if args.action == "show":
-        value = store.get(args.state_id)
-        if value is None:
-            raise ConfigError(
-                f"no state stored under {args.state_id!r} (`eltmake state list` shows them)"
-            )
-        print(json.dumps(value, indent=2, sort_keys=True))
-    elif args.action == "set":
-        text = sys.stdin.read() if args.value in (None, "-") else args.value
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"eltmake state set: the value is not JSON: {e}") from None
-        with store.lease(args.state_id):
-            store.set(args.state_id, value)
-        print(f"state {args.state_id} set")
-    elif args.action == "clear":
-        with store.lease(args.state_id):
-            found = store.clear(args.state_id)
-        print(
-            f"state {args.state_id} cleared"
-            if found
-            else f"no state stored under {args.state_id!r}"
-        )
-    elif args.action == "unlock":
-        print("lease removed" if store.unlock(args.state_id) else "no lease held")
-    return 0
+def cmd_store(args) -> int:
+    from eltmake.storecli import cmd_store as run
+
+    return run(args)
 
 
 def cmd_runs(args) -> int:
-    import datetime
-    import json
+    from eltmake.storecli import cmd_runs as run
 
-    from eltmake.project import find_root
-    from eltmake.state import StateStore
-
-    store = StateStore(find_root(args.project_dir) / ".eltmake" / "state.db")
-
-    def ts(t):
-        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-    if args.run_id is not None:
-        steps = store.run_steps(args.run_id)
-        if args.json:
-            print(json.dumps(steps, indent=2))
-            return 0
-        if not steps and not any(r["id"] == args.run_id for r in store.runs(10**9)):
-            from eltmake.errors import ConfigError
-
-            raise ConfigError(f"no build #{args.run_id} in the history; `eltmake runs` lists them")
-        if not steps:
-            print(f"run {args.run_id}: no steps recorded")
-        for s in steps:
-            dur = (s["ended"] or 0) - (s["started"] or 0)
-            print(
-                f"{ts(s['started'])}  {s['status']:<15} {s['target']}  {dur:.2f}s  {s['reason'] or ''}"
-                + (f"  {s['error']}" if s["error"] else "")
-            )
-        return 0
-    runs = store.runs(args.limit)
-    if args.json:
-        print(json.dumps(runs, indent=2))
-        return 0
-    if not runs:
-        print("no builds recorded yet")
-    for r in runs:
-        dur = f"{(r['ended'] - r['started']):.2f}s" if r["ended"] else "running or killed"
-        print(
-            f"#{r['id']:<4} {ts(r['started'])}  {r['status'] or '?':<11} {dur:>9}  "
-            f"{r['built']} built, {r['skipped']} skipped, {r['failed']} failed  {' '.join(r['targets'][-3:])}"
-        )
-    return 0
+    return run(args)
 
 
 def cmd_touch_forget(args) -> int:
@@ -491,6 +426,7 @@ COMMANDS = {
     "invoke": cmd_invoke,
     "state": cmd_state,
     "runs": cmd_runs,
+    "store": cmd_store,
     "touch": cmd_touch_forget,
     "forget": cmd_touch_forget,
     "plugins": cmd_plugins,

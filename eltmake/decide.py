@@ -71,6 +71,7 @@ class Decider:
         force_all: bool = False,
         full_refresh: bool = False,
         dry_run: bool = False,
+        edited: set[str] | None = None,
     ):
         self.project = project
         self.cache = cache
@@ -80,6 +81,11 @@ class Decider:
         self.force_all = force_all
         self.full_refresh = full_refresh
         self.dry_run = dry_run
+        # In a watch cycle after the first: the steps the edit affects. The others are not
+        # re-run for freshness "always" (every save would re-extract every API); a duration
+        # freshness still expires (the watch starts a cycle when it does).
+        self.edited = edited
+        self.restored: list[str] = []  # outputs of the step being decided, put back from the store
         self.records: dict[str, dict[str, Any]] = store.records(self.scope) if store else {}
 
     # --- deciding ----------------------------------------------------------------------------
@@ -101,7 +107,8 @@ class Decider:
         """Skip the step (with its recorded fingerprint) or run it (with the reason)."""
         unknown = [p for p, fp in upstream.items() if fp is None]
         if unknown:  # dry run: the upstream would run first, its output is unknown
-            return Decision("would_run", f"upstream {unknown[0]} would run first")
+            more = f" (or {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            return Decision("would_run", f"if upstream {unknown[0]}{more} delivers new data")
         name = step.name
         rec = self.records.get(name)
         parts, stats = self.parts(step, upstream, rec)  # type: ignore[arg-type]
@@ -115,12 +122,17 @@ class Decider:
         elif self.full_refresh:
             reason = "full refresh"
         else:
-            reason = self.outputs_reason(step, rec) or freshness_reason(
-                step.freshness, rec, time.time()
-            )
+            freshness = step.freshness
+            if freshness == "always" and self.edited is not None and name not in self.edited:
+                freshness = None  # a watch cycle: "always" held when the watch started
+            reason = self.outputs_reason(step, rec) or freshness_reason(freshness, rec, time.time())
         if reason is None:
             assert rec is not None
-            return Decision("skipped", "up to date", rec["fingerprint"], key, parts, stats, rec)
+            why = "up to date"
+            if self.restored:
+                why = f"up to date; restored {', '.join(self.restored)} from the store"
+                self.restored = []
+            return Decision("skipped", why, rec["fingerprint"], key, parts, stats, rec)
         status = "would_run" if self.dry_run else "run"
         changed = None if status == "would_run" else self._changed_inputs(name, parts, rec)
         return Decision(status, reason, None, key, parts, stats, rec, changed)
@@ -167,20 +179,42 @@ class Decider:
         root = self.project.root
         for rel in step.outputs:
             path = os.path.join(root, rel)
+            old = recorded.get(rel)
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                return f"output missing: {rel}"
-            old = recorded.get(rel)
+                if old is None or not self._restore(rel, old[2]):
+                    return f"output missing: {rel}"
+                continue
             if old is None:
                 return f"output not recorded: {rel}"
             folder = not os.path.isfile(path)
             if folder or (st.st_size, st.st_mtime_ns) != tuple(old[:2]):
                 d, _ = self.cache.file_digest(root, rel)
-                if d != old[2]:
+                if d != old[2] and (folder or not self._restore(rel, old[2])):
                     return f"output changed: {rel}"
         recipe = self.project.recipes[step.kind]
         return recipe.check_outputs(self.project, step, rec) or None
+
+    def _restore(self, rel: str, digest_: str) -> bool:
+        """Put back a declared output from the shared store's artifacts (another runner built
+        it): a download whose content is not the recorded digest is thrown away."""
+        store = self.store
+        if self.dry_run or store is None or not getattr(store, "shares_artifacts", False):
+            return False
+        from eltmake.digest import file_digest
+
+        path = self.project.root / rel
+        try:
+            if not store.get_artifact(digest_, path):
+                return False
+        except Exception:  # an unreachable artifact costs a re-run, never a wrong file
+            return False
+        if file_digest(str(path)) != digest_:
+            path.unlink(missing_ok=True)
+            return False
+        self.restored.append(rel)
+        return True
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -196,6 +230,7 @@ class Decider:
         fp = result.fingerprint
         if fp is None:
             fp = digest({k: v[2] for k, v in outputs.items()}) if step.outputs else decision.key
+        self._share(outputs)
         changed = inputs_changed_since(self.project, decision.stats)
         if changed:
             return (
@@ -216,6 +251,17 @@ class Decider:
             },
         )
         return fp, ""
+
+    def _share(self, outputs: dict[str, list]) -> None:
+        """Upload the declared output files to a shared store, content-addressed, so another
+        runner whose record matches restores them instead of running the step again."""
+        store = self.store
+        if store is None or not getattr(store, "shares_artifacts", False) or store.read_only:
+            return
+        for rel, (_, _, d) in outputs.items():
+            path = self.project.root / rel
+            if path.is_file() and not store.has_artifact(d):
+                store.put_artifact(d, path)
 
     def touch(self, step: Step, upstream: dict[str, str]) -> None:
         """``eltmake touch``: accept the current outputs as what the step built (Make's ``-t``).

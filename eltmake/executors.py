@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Event
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,8 +26,8 @@ from eltmake.step import StepContext
 if TYPE_CHECKING:
     from eltmake.project import Project
     from eltmake.recipe import Recipe
-    from eltmake.state import StateStore
     from eltmake.step import Step, StepResult
+    from eltmake.store import Store
 
 
 @dataclass
@@ -39,7 +40,7 @@ class StepRun:
     recipe: Recipe
     key: str
     record: dict[str, Any] | None
-    state: StateStore | None
+    state: Store | None
     full_refresh: bool
     run_id: int | None
     changed_inputs: list[str] | None
@@ -77,8 +78,8 @@ class LocalExecutor:
     """Steps in worker threads of this process; their children in process groups of their own
     (:mod:`eltmake.procs`), terminated on cancel, Ctrl-C and failure."""
 
-    def __init__(self) -> None:
-        self.procs = ProcessRegistry()
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.procs = ProcessRegistry(state_dir)
         self._pool: ThreadPoolExecutor | None = None
         self._contexts: dict[int, StepContext] = {}
 

@@ -6,6 +6,8 @@ import os
 import threading
 from pathlib import Path
 
+from eltmake.errors import ConfigError
+
 
 def write_atomic(
     path: Path, data: bytes | str, mode: int = 0o644, best_effort: bool = False
@@ -30,3 +32,17 @@ def write_atomic(
         if best_effort:
             return False
         raise
+
+
+def ensure_dir(folder: Path, what: str = "eltmake's folder") -> None:
+    """Create ``folder`` (``.eltmake/``) or say in one line why it cannot be: a file in its place
+    is moved aside by the user, never removed by eltmake."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"{folder}: is a file, not {what}; move it aside (mv {folder.name} "
+            f"{folder.name}.bak) and run eltmake again"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{folder}: cannot create {what}: {e.strerror or e}") from None

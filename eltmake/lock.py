@@ -19,12 +19,22 @@ class ProjectLock:
     """An exclusive ``flock`` on ``.eltmake/lock``; the kernel drops it if eltmake dies."""
 
     def __init__(self, state_dir: Path):
-        state_dir.mkdir(parents=True, exist_ok=True)
+        from eltmake.files import ensure_dir
+
+        ensure_dir(state_dir)
         self.path = state_dir / "lock"
         self.fd: int | None = None
 
     def acquire(self, wait: bool = True, notify: Callable[[str], None] | None = None) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            from eltmake.errors import ConfigError
+
+            raise ConfigError(
+                f"{self.path}: cannot open the project lock ({e.strerror}); if it is not a "
+                f"plain file, move it aside (mv {self.path} {self.path}.bak)"
+            ) from None
         told = False
         while True:
             try:

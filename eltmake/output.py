@@ -63,7 +63,10 @@ def _fmt_stats(stats: dict[str, Any]) -> str:
     bits = []
     for k, v in stats.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
-            bits.append(f"{v:,} {k}" if isinstance(v, int) else f"{v:,.1f} {k}")
+            word = k.replace("_", " ")
+            if v == 1 and word.endswith("s"):  # "1 output line", "1 record"
+                word = word[:-1]
+            bits.append(f"{v:,} {word}" if isinstance(v, int) else f"{v:,.1f} {word}")
     return ", ".join(bits[:4])
 
 

@@ -169,6 +169,18 @@ class PluginManager(pluggy.PluginManager):
         return out
 
 
+def forget_project_modules(root: Path, plugins: list[str]) -> None:
+    """Make the ``[project].plugins`` modules that live in the project folder import afresh
+    (watch mode reloads the project after an edit; files in ``plugins/`` are always executed
+    again by a new plugin manager)."""
+    tops = {p.split(".", 1)[0] for p in plugins}
+    for name in list(sys.modules):
+        if name.split(".", 1)[0] in tops:
+            f = getattr(sys.modules[name], "__file__", None) or ""
+            if f.startswith(str(root) + os.sep):
+                del sys.modules[name]
+
+
 def _import_file(file: Path, root: Path) -> ModuleType:
     modname = f"eltmake_project_plugins.{file.stem}"
     spec = importlib.util.spec_from_file_location(modname, file)

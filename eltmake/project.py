@@ -34,6 +34,7 @@ PROJECT_KEYS: dict[str, tuple[type, ...]] = {
     "default": (str, list),
     "plugins": (list,),
     "description": (str,),
+    "store": (str,),
 }
 # Keys every target may have, whatever its recipe.
 TARGET_KEYS: dict[str, tuple[type, ...]] = {
@@ -61,6 +62,9 @@ class Target:
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # never its table: a command's env may hold a secret
+        return f"Target({self.name!r}, kind={self.kind!r})"
+
 
 @dataclass
 class Project:
@@ -76,6 +80,7 @@ class Project:
     environ: dict[str, str]
     dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
+    store: str | None = None  # [project] store: the shared store's URL (ELTMAKE_STORE wins)
     recipes: dict[str, Recipe] = field(default_factory=dict)  # kind -> recipe
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
     pm: PluginManager | None = field(default=None, repr=False)
@@ -84,6 +89,9 @@ class Project:
     def state_dir(self) -> Path:
         """Where eltmake keeps its cache, state, tool environments and lock: ``.eltmake/``."""
         return self.root / ".eltmake"
+
+    def __repr__(self) -> str:  # never the environment or tables: they hold secrets
+        return f"Project({self.name!r}, root={str(self.root)!r}, env={self.env_name!r})"
 
     def where(self, *keys: str) -> str:
         """``eltmake.toml: targets.orders.deps`` — the prefix of every error message."""
@@ -191,6 +199,7 @@ def load_project(
                     f"{file.name}: targets.{t.name}.deps: unknown target {dep!r}"
                     f"{did_you_mean(dep, targets)}"
                 )
+    check_outputs(targets, file.name)
 
     default = proj.get("default", [])
     default = [default] if isinstance(default, str) else default
@@ -212,6 +221,7 @@ def load_project(
         environ=env,
         dotenv=dotenv,
         env_name=env_name,
+        store=proj.get("store") or None,
         recipes=recipes,
         pm=pm,
     )
@@ -225,6 +235,48 @@ def load_project(
             if up in targets and down in targets and up != down and up not in targets[down].deps:
                 project.inferred.append((up, down, why))
     return project
+
+
+def check_outputs(targets: dict[str, Target], fname: str) -> None:
+    """``outputs`` are files (or folders) a step writes inside the project, each written by one
+    step: a pattern, a path outside the project or in ``.eltmake/``, the project folder itself,
+    a file two steps write, or one a step also reads, is refused with one line."""
+    import fnmatch
+
+    owner: dict[str, str] = {}
+    for t in targets.values():
+        for i, out in enumerate(t.outputs):
+            where = f"{fname}: targets.{t.name}.outputs[{i}]"
+            if not out.strip():
+                raise ConfigError(f"{where}: is empty; name the file the step writes")
+            if set("*?[") & set(out):
+                raise ConfigError(
+                    f"{where}: {out!r} is a pattern; outputs are the files (or folders) a step "
+                    "writes, named one by one (a folder covers what is in it)"
+                )
+            norm = os.path.normpath(out)
+            if os.path.isabs(out) or norm == ".." or norm.startswith("../"):
+                raise ConfigError(
+                    f"{where}: {out!r} is outside the project folder; eltmake tracks outputs "
+                    "inside it only (a step may still write elsewhere: list it under inputs of "
+                    "the steps that read it, or leave it out)"
+                )
+            if norm == ".":
+                raise ConfigError(f"{where}: {out!r} is the project folder itself; name a file")
+            if norm == ".eltmake" or norm.startswith(".eltmake/"):
+                raise ConfigError(f"{where}: {out!r} is inside .eltmake/, eltmake's own folder")
+            if norm in owner and owner[norm] != t.name:
+                raise ConfigError(
+                    f"{where}: {out!r} is also an output of targets.{owner[norm]}; each file is "
+                    "written by one step (make one target depend on the other instead)"
+                )
+            owner[norm] = t.name
+            for pattern in t.inputs:
+                if os.path.normpath(pattern) == norm or fnmatch.fnmatchcase(norm, pattern):
+                    raise ConfigError(
+                        f"{where}: {out!r} is also an input of this target ({pattern!r}); a "
+                        "step that reads what it writes would never be up to date"
+                    )
 
 
 def _put_own_bin_first(env: dict[str, str]) -> None:

@@ -68,7 +68,7 @@ def _parse_toml(file: Path, raw: bytes) -> dict[str, Any]:
         return _plain(tomllib.loads(text))
     except RecursionError:
         raise ConfigError(
-            f"{file.name}: nested too deeply (arrays or tables inside one another thousands of "
+            f"{file.name}: nested too deeply (arrays or tables inside one another hundreds of "
             "levels deep); flatten it"
         ) from None
     except tomllib.TOMLDecodeError as e:

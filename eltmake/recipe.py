@@ -90,6 +90,11 @@ class Recipe:
         """
         raise NotImplementedError(f"recipe {self.kind!r} does not implement run()")
 
+    def secrets(self, project: Project, step: Step) -> list[str]:
+        """Secret values the step may print (a token in its environment): the core masks them
+        in its output lines, errors and the run history. Called only for a step that runs."""
+        return []
+
     def tools(self, project: Project, step: Step) -> list[str]:
         """The names of the tools (from ``eltmake_tools``) the step needs installed before it runs."""
         return []

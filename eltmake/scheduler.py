@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from eltmake.decide import Decider, Decision
 from eltmake.errors import Cancelled, ConfigError, StepError
 from eltmake.executors import LocalExecutor, StepRun
+from eltmake.redact import Redactor
 from eltmake.step import BuildInfo, Outcome, Step, path_lock
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from eltmake.graph import Graph
     from eltmake.output import Reporter
     from eltmake.project import Project
-    from eltmake.state import StateStore
+    from eltmake.store import Store
 
 
 @dataclass
@@ -43,6 +44,11 @@ class BuildOptions:
     # Decide and start these before the other targets once they are ready (watch mode: the
     # targets an edit touched), so they do not wait behind many up-to-date decisions.
     first: set[str] = field(default_factory=set)
+    # The targets the build was asked for (the defaults when none): what the history shows.
+    requested: list[str] = field(default_factory=list)
+    # A watch cycle after the first: the targets its edits affect (freshness "always" holds
+    # only for them); None for an ordinary build.
+    edited: set[str] | None = None
 
 
 @dataclass
@@ -80,7 +86,7 @@ class Scheduler:
         opts: BuildOptions,
         reporter: Reporter,
         decider: Decider,
-        state: StateStore | None,
+        state: Store | None,
         *,
         steps: dict[str, Step] | None = None,
         blocked: dict[str, str] | None = None,
@@ -99,7 +105,7 @@ class Scheduler:
         self.succs = {n: [s for s in graph.successors(n) if s in selected] for n in order}
         self.steps = steps if steps is not None else make_steps(project, order)
         self.blocked = blocked or {}  # step -> why it cannot run (its tool failed to install)
-        self.executor: Executor = executor or LocalExecutor()
+        self.executor: Executor = executor or LocalExecutor(project.state_dir)
         self.outcomes: dict[str, Outcome] = {}
         self.fingerprints: dict[str, str | None] = {}
         self.ran: set[str] = set()
@@ -107,6 +113,7 @@ class Scheduler:
         self.build = BuildInfo(project, order, dry_run=opts.dry_run, full_refresh=opts.full_refresh)
         self._running: dict[Future, _Running] = {}
         self._pending: dict[str, Decision] = {}
+        self._masks: dict[str, Redactor] = {}  # steps with secrets to mask in what they show
         self._lock = threading.Lock()
         self._stop_reason: str | None = None  # set from any thread; read by the loop
         self.status = "ok"
@@ -117,7 +124,8 @@ class Scheduler:
     def run(self) -> str:
         """Build the selected targets; returns ``ok``, ``failed`` or ``interrupted``."""
         if self.state is not None and not self.opts.dry_run:
-            self.run_id = self.state.start_run(self.opts.command, self.order, self.project.env_name)
+            asked = self.opts.requested or self.order
+            self.run_id = self.state.start_run(self.opts.command, asked, self.project.env_name)
             self.build.run_id = self.run_id
         self.reporter.build_started(self.order, self.opts.dry_run)
         self._notify("eltmake_build_started", build=self.build)
@@ -270,17 +278,23 @@ class Scheduler:
     def _submit(self, name: str, reason: str) -> None:
         d = self._pending.pop(name)
         step = self.steps[name]
+        recipe = self.project.recipes[step.kind]
+        mask = Redactor(recipe.secrets(self.project, step) or [])
+        if mask:
+            self._masks[name] = mask
         run = StepRun(
             project=self.project,
             step=step,
-            recipe=self.project.recipes[step.kind],
+            recipe=recipe,
             key=d.key,
             record=d.record,
             state=self.state,
             full_refresh=self.opts.full_refresh,
             run_id=self.run_id,
             changed_inputs=d.changed_inputs,
-            log=lambda line, n=name: self.reporter.step_log(n, line),
+            log=(lambda line, n=name: self.reporter.step_log(n, mask(line)))
+            if mask
+            else (lambda line, n=name: self.reporter.step_log(n, line)),
             progress=lambda text, n=name: self.reporter.step_progress(n, text),
         )
         self.reporter.step_started(name, reason)
@@ -354,6 +368,10 @@ class Scheduler:
                 heapq.heappush(self._ready, (self.index[s], s))
 
     def _emit(self, name: str, outcome: Outcome) -> None:
+        mask = self._masks.get(name)
+        if mask is not None:  # what a step printed may hold a secret of its own
+            outcome.error = mask(outcome.error)
+            outcome.tail = [mask(line) for line in outcome.tail]
         self.outcomes[name] = outcome
         step = self.steps.get(name)
         if self.run_id is not None and self.state is not None and outcome.status != "would_run":

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from eltmake.project import Project, Target
-    from eltmake.state import StateStore
+    from eltmake.store import Store
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class StepContext:
         *,
         key: str,
         record: dict[str, Any] | None,
-        state: StateStore,
+        state: Store,
         full_refresh: bool,
         log: Callable[[str], None],
         progress: Callable[[str], None],
@@ -188,19 +188,49 @@ class StepContext:
 
 @contextmanager
 def private_dir() -> Iterator[Path]:
-    """A temporary folder only the owner can read, removed afterwards (for config files).
+    """A temporary folder only the owner can read, for config files that hold secrets.
 
+    Removed when the block ends; if eltmake is killed first, the guard process removes it
+    (:mod:`eltmake.procs`), and the next private folder made sweeps those of dead processes.
     Module-level too, for code that runs a tool outside a step (``eltmake invoke``, commands).
     """
     import shutil
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix="eltmake-"))
+    from eltmake.procs import GUARD
+
+    base = _private_base()
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=base))
     os.chmod(path, 0o700)
+    GUARD.keep_private(str(path))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        GUARD.drop_private(str(path))
+
+
+def _private_base() -> str | None:
+    """``$TMPDIR/eltmake-UID``, ours alone (else None: the system's temporary folder), with the
+    folders of processes that no longer exist swept away."""
+    import shutil
+    import tempfile
+
+    from eltmake.procs import pid_alive
+
+    base = os.path.join(tempfile.gettempdir(), f"eltmake-{os.getuid()}")
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        st = os.lstat(base)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(base):
+            return None  # not ours alone: never put a secret there
+        for name in os.listdir(base):
+            pid = name.split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    except OSError:
+        return None
+    return base
 
 
 @dataclass(frozen=True)

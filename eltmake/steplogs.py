@@ -10,20 +10,17 @@ file), lines are written through a buffer flushed at most every half second (a w
 build from another process still sees them), one step's log stops growing at
 :data:`MAX_LOG_BYTES`, and only the last :data:`KEEP_RUNS` builds keep their logs.
 
-Secrets: a value is masked (``****``) when a setting or variable named like a secret (password,
-token, secret, credential, apikey, a ``key`` at the end) holds it, in a target's table, in a table
-a plugin claims, in ``.env`` or in the environment. A plugin masks its own secrets too (the Singer
-plugin does); this is the net below it, for command steps that echo their ``env``.
+Secrets: the scheduler masks what a step prints (the values its recipe's ``secrets`` names)
+before any reporter sees it, so the files hold what the terminal shows.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
 from eltmake.output import Reporter
@@ -32,10 +29,6 @@ if TYPE_CHECKING:
     from eltmake.project import Project
     from eltmake.step import BuildInfo, Outcome
 
-MASK = "****"
-SECRET_NAME = re.compile(
-    r"(password|passwd|passphrase|token|secret|credential|apikey|(^|[_-])key$)", re.I
-)
 KEEP_RUNS = 50
 MAX_LOG_BYTES = 50 * 1024 * 1024
 FLUSH_S = 0.5
@@ -50,61 +43,8 @@ def log_file(state_dir: Path, run_id: int, target: str) -> Path:
     return log_dir(state_dir, run_id) / f"{quote(target, safe='-_.')}.log"
 
 
-def secret_values(obj: Any, secret: bool = False) -> list[str]:
-    """Every value held under a key named like a secret, at any depth, as text."""
-    out: list[str] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += secret_values(v, secret or bool(SECRET_NAME.search(str(k))))
-    elif isinstance(obj, list | tuple):
-        for v in obj:
-            out += secret_values(v, secret)
-    elif secret and obj not in (None, "") and not isinstance(obj, bool):
-        out.append(str(obj))
-    return out
-
-
-class Redactor:
-    """Replaces every secret value with ``****`` in a line of text."""
-
-    def __init__(self, values: list[str]):
-        # Longest first, so a secret that contains another is masked whole; values shorter than
-        # 3 characters ("1", "no") would mask innocent text everywhere.
-        self.values = sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for v in self.values:
-            if v in text:
-                text = text.replace(v, MASK)
-        return text
-
-
-def project_redactor(project: Project) -> Redactor:
-    """The secrets of a whole project: its tables, ``.env`` and the environment."""
-    values = secret_values({n: t.config for n, t in project.targets.items()})
-    values += secret_values(project.tables)
-    values += secret_values(project.dotenv) + secret_values(project.environ)
-    return Redactor(values)
-
-
-def mask(obj: Any, redact: Redactor, secret: bool = False, by_name: bool = True) -> Any:
-    """A copy of a table for display: secret values become ``****``; with ``by_name``, so does
-    every value under a key named like a secret (a config table; not a state value, where
-    ``replication_key`` names a column)."""
-    if isinstance(obj, dict):
-        return {
-            k: mask(v, redact, secret or (by_name and bool(SECRET_NAME.search(str(k)))), by_name)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list | tuple):
-        return [mask(v, redact, secret, by_name) for v in obj]
-    if secret and obj not in (None, ""):
-        return MASK
-    return redact(obj) if isinstance(obj, str) else obj
-
-
 class StepLogs(Reporter):
-    """A reporter around the build's own: masks secrets in step output and keeps it on disk."""
+    """A reporter around the build's own: keeps each step's output on disk, passes all on."""
 
     def __init__(self, inner: Reporter, project: Project):
         self.inner = inner
@@ -114,13 +54,7 @@ class StepLogs(Reporter):
         self._files: dict[str, IO[str]] = {}
         self._sizes: dict[str, int] = {}
         self._flushed = time.monotonic()
-        self._redact: Redactor | None = None
         self._dir: Path | None = None
-
-    def redact(self, text: str) -> str:
-        if self._redact is None:
-            self._redact = project_redactor(self.project)
-        return self._redact(text) if self._redact.values else text
 
     def _file(self, name: str) -> IO[str] | None:
         f = self._files.get(name)
@@ -150,7 +84,6 @@ class StepLogs(Reporter):
         self.inner.step_started(name, reason)
 
     def step_log(self, name: str, line: str) -> None:
-        line = self.redact(line)
         with self._lock:
             try:
                 f = self._file(name)
@@ -166,19 +99,11 @@ class StepLogs(Reporter):
         self.inner.step_log(name, line)
 
     def step_progress(self, name: str, text: str) -> None:
-        self.inner.step_progress(name, self.redact(text))
+        self.inner.step_progress(name, text)
 
     def step_finished(self, name: str, outcome: Outcome) -> None:
         with self._lock:
             self._close(name)
-        if outcome.error or outcome.tail:
-            import dataclasses
-
-            outcome = dataclasses.replace(
-                outcome,
-                error=self.redact(outcome.error),
-                tail=[self.redact(t) for t in outcome.tail],
-            )
         self.inner.step_finished(name, outcome)
 
     def build_finished(self, status: str, outcomes: dict[str, Outcome]) -> None:

@@ -31,7 +31,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -109,6 +108,9 @@ def _find_on_path(project: Project, executable: str) -> str | None:
     """An executable without an environment: on PATH, else next to the running Python (where
     the console scripts installed with eltmake and its plugins are, when eltmake runs as
     ``python -m eltmake`` without its environment's bin folder on PATH)."""
+    if os.sep in executable:  # a path ("./tap.py"): from the project folder, wherever we run
+        path = project.root / os.path.expanduser(executable)
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
     found = shutil.which(executable, path=project.environ.get("PATH") or os.environ.get("PATH"))
     if found:
         return found
@@ -242,7 +244,9 @@ def _uv_bin() -> str | None:
 
 def _run(argv: list[str], name: str, what: str, env: dict[str, str]) -> str:
     """Run an installer command; on failure raise a StepError with its last lines."""
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    from eltmake import procs
+
+    proc = procs.run(argv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         tail = lines[-TAIL_LINES:]
@@ -258,7 +262,11 @@ def _install(project: Project, spec: ToolSpec, env: Path) -> dict[str, Any]:
     """Create ``env`` afresh and install ``spec.pip_url`` into it; return the marker's content."""
     assert spec.pip_url
     if env.exists():
-        shutil.rmtree(env)
+        # An unfinished environment (an install that was killed): set it aside first, so a
+        # leftover writer cannot make the removal fail ("Directory not empty").
+        aside = env.with_name(f".{env.name}.old-{os.getpid()}")
+        os.replace(env, aside)
+        shutil.rmtree(aside, ignore_errors=True)
     requirements = shlex.split(spec.pip_url)
     child_env = dict(os.environ)
     child_env.pop("VIRTUAL_ENV", None)  # install where we say, not into an activated venv

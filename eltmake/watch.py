@@ -35,7 +35,8 @@ from eltmake.build import BuildRequest, raise_interrupt
 from eltmake.errors import ConfigError, EltmakeError
 from eltmake.fswatch import NOTIFY_STEP_MS, Notifiers
 from eltmake.output import WatchDisplay
-from eltmake.watchcycle import SHOW_NAMES, Cycle, CycleReporter, cycle_summary
+from eltmake.plugins import forget_project_modules
+from eltmake.watchcycle import SHOW_NAMES, Cycle, CycleReporter, cycle_summary, next_due
 from eltmake.watchpaths import ADDED, DELETED, IGNORED_DIRS, GitIgnore, WatchMap, build_map, norm
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Watch:
         self.first = True
         self.cycle: Cycle | None = None
         self.cycles = 0
+        self.due: float | None = None  # when a duration freshness expires next
         self.pending: dict[str, int] = {}  # relevant changes not yet built: path -> change
         self.pending_steps: set[str] = set()  # the steps that read them
         self.cache = None
@@ -145,7 +147,7 @@ class Watch:
             project = load_project(self.root, env_name=self.req.env_name)
         except ConfigError:
             from eltmake.cache import Cache
-            from eltmake.state import StateStore
+            from eltmake.state import StateStore  # no project: no other store is known
 
             state_dir = self.root / ".eltmake"
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +177,10 @@ class Watch:
         try:
             kind, payload = self.q.get(timeout=0.5)
         except queue.Empty:
+            if self.due is not None and self.cycle is None and time.time() >= self.due:
+                self.due = None
+                self.say("watch: a target's freshness expired", "bold")
+                self._start_cycle([])
             return
         if kind == "done":
             self._finished(payload)
@@ -296,7 +302,8 @@ class Watch:
         from eltmake.scheduler import make_steps
 
         self.reload_needed = False
-        self._forget_project_modules()
+        if self.project is not None:
+            forget_project_modules(self.root, self.project.plugins)
         try:
             project = load_project(self.root, env_name=self.req.env_name)
             graph, _, order = selection(project, self.targets, self.req.only)
@@ -336,18 +343,6 @@ class Watch:
         self.say(f"watch: {keep}; waiting for the next edit", "warn")
         self.event({"event": "watch_error", "error": msg})
 
-    def _forget_project_modules(self) -> None:
-        """Make ``[project].plugins`` modules of the project folder import afresh on reload
-        (files in ``plugins/`` are always executed again by a new plugin manager)."""
-        if self.project is None:
-            return
-        for name in list(sys.modules):
-            top = name.split(".", 1)[0]
-            if top in {p.split(".", 1)[0] for p in self.project.plugins}:
-                f = getattr(sys.modules[name], "__file__", None) or ""
-                if f.startswith(str(self.root) + os.sep):
-                    del sys.modules[name]
-
     # --- cycles ----------------------------------------------------------------------------------
 
     def _start_cycle(self, changed: list[str]) -> None:
@@ -367,7 +362,9 @@ class Watch:
             )
             self.say(f"watch: changed: {shown}", "bold")
         self.event({"event": "watch_cycle", "cycle": self.cycles, "changed": changed})
-        opts = dataclasses.replace(self.build_opts, first=first)
+        # After the first cycle, freshness "always" holds for what the edit affects only.
+        edited = None if self.first else first
+        opts = dataclasses.replace(self.build_opts, first=first, edited=edited)
         cycle = Cycle(
             self.cycles,
             changed,
@@ -455,12 +452,22 @@ class Watch:
             self.map = cycle.new_map
             self.notifiers.sync(self.map.watched_top_dirs())
         self._summarize(cycle)
+        self.due = self._next_due()
         if self.pending or self.reload_needed:
             if start_next:
                 self._start_cycle(self._pending_list())
             return
         if start_next:
             self.say("watch: waiting for changes (Ctrl-C to stop)", "dim")
+
+    def _next_due(self) -> float | None:
+        if self.project is None or self.state is None:
+            return None
+        try:
+            records = self.state.records(self.project.env_name or "")
+        except Exception:  # a store that cannot be read now: the next cycle tries again
+            return None
+        return next_due(self.steps, records)
 
     def _summarize(self, cycle: Cycle) -> None:
         line, style, event = cycle_summary(cycle)

@@ -133,3 +133,17 @@ def cycle_summary(cycle: Cycle) -> tuple[str, str, dict[str, Any]]:
             "duration_s": round(elapsed, 3),
         },
     )
+
+
+def next_due(steps: dict[str, Step], records: dict[str, dict[str, Any]]) -> float | None:
+    """When the next duration ``freshness`` (6h…) of these steps expires: the watch then builds
+    again by itself. Freshness "always" held when the watch started, and holds again for what an
+    edit affects."""
+    from eltmake.project import parse_freshness
+
+    due = [
+        rec.get("time", 0) + (parse_freshness(step.freshness) or 0)
+        for name, step in steps.items()
+        if step.freshness not in (None, "always", "never") and (rec := records.get(name))
+    ]
+    return min(due, default=None)

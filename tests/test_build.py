@@ -38,3 +38,35 @@ def test_a_missing_tool_blocks_only_its_steps(project):
     assert steps["after"]["status"] == "upstream_failed"
     assert steps["other"]["status"] == "skipped"
     assert events[-1] == {**events[-1], "event": "build", "status": "failed"}
+
+
+def test_a_dotenv_value_overridden_by_the_environment_is_what_the_key_holds(project):
+    """A command sees the real environment's value over .env's: that value re-runs it."""
+    project.toml('[targets.a]\nrun = "echo $GREETING >> seen.txt"\n')
+    project.write(".env", "GREETING=hello\n")
+    project.run("build", check=True, env={"GREETING": "from-env"})
+    assert project.statuses(env={"GREETING": "from-env"}) == {"a": "skipped"}
+    assert project.statuses(env={"GREETING": "changed"}) == {"a": "built"}
+    assert project.read("seen.txt").split() == ["from-env", "changed"]
+
+
+def test_a_relative_executable_is_found_from_the_project_folder(project, tmp_path_factory):
+    """`executable = "./tool.sh"` with -C DIR: looked up in DIR, not where eltmake was started."""
+    from eltmake import toolenv
+    from eltmake.project import load_project
+    from eltmake.step import ToolSpec
+
+    project.toml('[targets.a]\nrun = "true"\n')
+    tool = project.write("tool.sh", "#!/bin/sh\necho tool\n")
+    tool.chmod(0o755)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(elsewhere)
+    try:
+        loaded = load_project(project.root)
+        found = toolenv.executable_path(loaded, ToolSpec("t", None, "./tool.sh"))
+    finally:
+        os.chdir(cwd)
+    assert found == str(project.root / "tool.sh")

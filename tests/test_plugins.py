@@ -196,7 +196,7 @@ def test_a_failing_notification_hook_does_not_stop_the_build(project):
         in proc.stdout
     )
     assert project.read("a.txt") == "a\n"
-    assert "ok" in project.run("runs", check=True).stdout.splitlines()[0]
+    assert " ok " in project.run("runs", check=True).stdout.splitlines()[1]  # [0]: the header
 
 
 def test_a_misspelt_hook_is_refused(project):
@@ -257,3 +257,19 @@ def test_entry_point_values_load_like_importlib_metadata():
     assert _load_entry_point("os.path") is os.path
     assert _load_entry_point("os:path.join") is os.path.join
     assert _load_entry_point("os.path:join [extra]") is os.path.join
+
+
+def test_the_readme_plugin_example_works_as_written(project):
+    """README's "Writing a plugin" example, copied verbatim into a project: it must keep working."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Writing a plugin") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    project.write("plugins/greet.py", code)
+    project.toml(toml)
+    assert project.statuses() == {"hi": "built"}
+    assert project.read("hi.txt") == "hello world"
+    assert project.statuses() == {"hi": "skipped"}

@@ -60,6 +60,37 @@ CASES = {
         "[project]\nplugins = ['no_such_plugin_mod']\n",
         ["project.plugins", "no_such_plugin_mod"],
     ),
+    # Outputs: files inside the project, one writer each, never read by their own step.
+    "output_glob": (
+        "[targets.a]\nrun = 'true'\noutputs = ['out/*.csv']\n",
+        ["targets.a.outputs[0]", "is a pattern"],
+    ),
+    "output_outside": (
+        "[targets.a]\nrun = 'true'\noutputs = ['../x.txt']\n",
+        ["targets.a.outputs[0]", "outside the project folder"],
+    ),
+    "output_absolute": (
+        "[targets.a]\nrun = 'true'\noutputs = ['/tmp/x.txt']\n",
+        ["targets.a.outputs[0]", "outside the project folder"],
+    ),
+    "output_in_eltmake": (
+        "[targets.a]\nrun = 'true'\noutputs = ['.eltmake/x']\n",
+        ["targets.a.outputs[0]", "inside .eltmake/"],
+    ),
+    "output_empty": ("[targets.a]\nrun = 'true'\noutputs = ['']\n", ["outputs[0]", "empty"]),
+    "output_dot": ("[targets.a]\nrun = 'true'\noutputs = ['.']\n", ["the project folder"]),
+    "output_twice": (
+        "[targets.a]\nrun = 'true'\noutputs = ['x']\n[targets.b]\nrun = 'true'\noutputs = ['./x']\n",
+        ["targets.b.outputs[0]", "also an output of targets.a"],
+    ),
+    "output_is_input": (
+        "[targets.a]\nrun = 'true'\ninputs = ['data/*.csv']\noutputs = ['data/x.csv']\n",
+        ["targets.a.outputs[0]", "also an input of this target"],
+    ),
+    "deeply_nested": (
+        "[targets.a]\nrun = 'true'\ninputs = " + "[" * 3000 + "]" * 3000 + "\n",
+        ["eltmake.toml", "nested too deeply"],
+    ),
 }
 
 

@@ -10,7 +10,6 @@ import pytest
 from eltmake_singer import catalog
 from eltmake_singer.bookmarks import merge_state, unwrap_state_line
 from eltmake_singer.config import (
-    Redactor,
     key_facts,
     redact,
     resolve_config,
@@ -21,6 +20,7 @@ from eltmake_singer.config import (
 
 from eltmake.errors import ConfigError
 from eltmake.project import load_project
+from eltmake.redact import Redactor
 
 BASE = """
 [extractors.tap-jsnl]

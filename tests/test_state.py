@@ -49,6 +49,49 @@ def test_lease_excludes_a_second_holder(tmp_path):
         pass
 
 
+def test_a_lease_is_exclusive_per_holder_run_even_in_one_process(tmp_path):
+    """Two steps of one build that share a state id: the second never gets the lease while the
+    first holds it, and the first's release does not free the second's."""
+    store = StateStore(tmp_path / "state.db")
+    with store.lease("orders"):
+        with pytest.raises(LeaseHeld, match=f"pid {os.getpid()} on "):
+            with store.lease("orders"):
+                pass
+    with store.lease("orders"):
+        pass
+
+
+def test_a_lease_of_a_holder_elsewhere_lapses_unless_renewed(tmp_path, monkeypatch):
+    import eltmake.store as store_module
+
+    db = tmp_path / "state.db"
+    store = StateStore(db)
+    # A holder on another machine (or pid namespace): its pid means nothing here.
+    con = sqlite3.connect(db)
+    con.execute(
+        "INSERT INTO leases VALUES ('orders', 'tok', 'ci-runner-7', 1, ?, ?, 'other-machine', 1)",
+        (time.time(), time.time() + 0.5),
+    )
+    con.commit()
+    con.close()
+    with pytest.raises(LeaseHeld, match="pid 1 on ci-runner-7"):
+        with store.lease("orders"):
+            pass
+    with store.lease("orders", wait_s=10):  # it lapses: taken over without unlock
+        pass
+    # A live holder renews: with a one-second lease it is still held after two seconds.
+    monkeypatch.setattr(store_module, "LEASE_TTL_S", 1.0)
+    monkeypatch.setattr(store_module, "RENEW_EVERY_S", 0.2)
+    holder = StateStore(db)
+    other = StateStore(db)
+    other._me = {**other._me, "machine": "another-machine"}  # cannot check our pid: waits
+    with holder.lease("orders"):
+        time.sleep(2.0)
+        with pytest.raises(LeaseHeld):
+            with other.lease("orders"):
+                pass
+
+
 def test_lease_of_a_dead_process_is_taken_over(tmp_path):
     db = tmp_path / "state.db"
     StateStore(db)
@@ -67,7 +110,10 @@ def test_lease_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_kill_9_at_any_instant_leaves_a_whole_value(tmp_path):
+    import random
+
     db = tmp_path / "state.db"
+    StateStore(db).close()
     code = textwrap.dedent(
         f"""
         from eltmake.state import StateStore
@@ -80,7 +126,12 @@ def test_kill_9_at_any_instant_leaves_a_whole_value(tmp_path):
     )
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", code])
-        time.sleep(0.8)
+        # Event-driven: kill once the writer is writing (a few values in), at a random instant.
+        target = random.randint(5, 60) + (StateStore(db).get("counter") or {"i": 0})["i"]
+        deadline = time.monotonic() + 60
+        while (StateStore(db).get("counter") or {"i": 0})["i"] < target:
+            assert time.monotonic() < deadline and proc.poll() is None, "the writer never wrote"
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         store = StateStore(db)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eltmake.steplogs import KEEP_RUNS, Redactor, mask, prune, read_log, secret_values
+from eltmake.redact import Redactor
+from eltmake.steplogs import KEEP_RUNS, prune, read_log
+from eltmake.ui.masking import mask, secret_values
 
 PROJECT = """
 [project]

@@ -402,12 +402,13 @@ def test_a_folder_created_with_its_inputs_in_it(project, watch):
 
 def test_the_edited_target_starts_first(project, watch):
     """With one worker, the target an edit touched is decided and started before the others
-    that are out of date too (here: `freshness = "always"`), whatever their place in the order."""
+    that are out of date too (here: its output deleted, which the watch does not watch),
+    whatever their place in the order."""
     project.toml(
         """
-        [targets.a_always]
-        run = "true"
-        freshness = "always"
+        [targets.a_other]
+        run = "echo a > a.txt"
+        outputs = ["a.txt"]
 
         [targets.z_edited]
         run = "true"
@@ -415,14 +416,15 @@ def test_the_edited_target_starts_first(project, watch):
         """
     )
     project.write("z.txt", "1")
-    w = watch("-j", "1", "a_always", "z_edited")
+    w = watch("-j", "1", "a_other", "z_edited")
     w.wait_for(r"^watch: cycle 1 ok")
+    (project.root / "a.txt").unlink()
     edit(project.root / "z.txt", "2")
     w.wait_for(r"^watch: changed: z.txt$")
     first = w.wait_for(r"^run\s")
     assert first.split()[1] == "z_edited", w.output()
     line = w.wait_for(r"^watch: cycle 2 ")
-    assert "re-ran a_always, z_edited" in line
+    assert "re-ran a_other, z_edited" in line
     assert w.interrupt() == 130
 
 
@@ -675,3 +677,44 @@ def test_declared_inputs_are_watched_even_if_git_ignored(tmp_path):
     assert wm.classify(MODIFIED, str(tmp_path / "data/orders.jsonl")) == ("input", {"orders"})
     assert wm.classify(MODIFIED, str(tmp_path / "data/other.jsonl")) is None
     assert wm.watched_top_dirs() == {"data", "src"}
+
+
+FRESHNESS = """
+    [project]
+    default = "all"
+
+    [targets.api]
+    run = "echo api >> log.txt"
+    freshness = "always"
+
+    [targets.soon]
+    run = "echo soon >> log.txt"
+    freshness = "4s"
+
+    [targets.model]
+    run = "cat src/m.txt > out.txt && echo model >> log.txt"
+    inputs = ["src/m.txt"]
+    outputs = ["out.txt"]
+
+    [targets.all]
+    deps = ["api", "soon", "model"]
+    """
+
+
+def test_a_save_does_not_rerun_steps_out_of_date_only_by_freshness(project, watch):
+    """freshness = "always" held when the watch started; a save re-runs what it affects. A
+    duration freshness still expires, and the watch builds by itself when it does."""
+    project.toml(FRESHNESS)
+    project.write("src/m.txt", "1\n")
+    w = watch()
+    w.wait_for(r"^watch: cycle 1 ok")
+    edit(project.root / "src/m.txt", "2\n")
+    line = w.wait_for(r"^watch: cycle 2 ")
+    assert "re-ran model" in line and "api" not in line.split("skipped")[0], line
+    assert project.read("log.txt").split().count("api") == 1
+    # The 4-second freshness of `soon` expires: a cycle of its own, with no edit.
+    w.wait_for(r"^watch: a target's freshness expired")
+    line = w.wait_for(r"^watch: cycle 3 ")
+    assert "re-ran soon" in line and "model" not in line.split("skipped")[0], line
+    assert project.read("log.txt").split().count("api") == 1
+    assert w.interrupt() == 130

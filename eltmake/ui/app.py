@@ -24,7 +24,7 @@ from eltmake.ui.security import Guard
 
 if TYPE_CHECKING:
     from eltmake.project import Project
-    from eltmake.steplogs import Redactor
+    from eltmake.redact import Redactor
 
 LOCK_POLL_S = 1.0
 
@@ -48,14 +48,14 @@ class UIContext:
             self.hub, self.project_dir, self.env_name, self.history.lock_holder
         )
 
-    def load(self) -> Project:
+    def load(self, infer: bool = True) -> Project:
         """The project as it is on disk now (the UI is a window on it; edits show at once)."""
         from eltmake.project import load_project
 
-        return load_project(self.project_dir, env_name=self.env_name)
+        return load_project(self.project_dir, env_name=self.env_name, infer=infer)
 
     def redactor(self, project: Project) -> Redactor:
-        from eltmake.steplogs import project_redactor
+        from eltmake.ui.masking import project_redactor
 
         return project_redactor(project)
 

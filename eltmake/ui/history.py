@@ -1,21 +1,26 @@
 """The one place the UI reads the store: run history, step records, state, leases, step logs and
 the project lock.
 
-Everything goes through :class:`eltmake.state.StateStore`'s public methods (``runs``,
-``run_steps``, ``list``, ``get``, ``leases``, ``records``) and :mod:`eltmake.steplogs`, so a change of store
-touches this module only. The UI never writes here: a store that does not exist yet (a project
-never built) reads as empty and is not created.
+Everything goes through the project's store (:func:`eltmake.store.open_store`: the local SQLite
+file, PostgreSQL or object storage) and its public methods (``runs``, ``run_steps``, ``list``,
+``get``, ``leases``, ``records``), and :mod:`eltmake.steplogs`, so a change of store touches this
+module only. The UI never writes here: a store that does not exist yet (a project never built)
+reads as empty and is not created.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eltmake.steplogs import Redactor, read_log
+from eltmake.steplogs import read_log
+
+if TYPE_CHECKING:
+    from eltmake.project import Project
+    from eltmake.redact import Redactor
 
 LOG_TAIL = 200
 
@@ -23,18 +28,18 @@ LOG_TAIL = 200
 class History:
     """Read-only views of one project's ``.eltmake/`` folder."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, load: Callable[[], Project]):
         self.state_dir = state_dir
+        self.load = load  # the project as it is now (its store may be set in eltmake.toml)
 
     @contextlib.contextmanager
     def _store(self) -> Iterator[Any]:
-        from eltmake.state import StateStore
+        from eltmake.store import open_store
 
-        path = self.state_dir / "state.db"
-        if not path.exists():
+        store = open_store(self.load(), create=False)
+        if store is None:
             yield None
             return
-        store = StateStore(path)
         try:
             yield store
         finally:
@@ -81,7 +86,7 @@ class History:
         with self._store() as store:
             if store is None:
                 return []
-            leases = store.leases()
+            leases = {row["state_id"]: row for row in store.leases()}
             return [
                 {"id": sid, "updated": updated, "size": size, "lease": leases.get(sid)}
                 for sid, updated, size in store.list()

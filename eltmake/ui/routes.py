@@ -107,7 +107,7 @@ def status(request: Request) -> Any:
 @api
 def target(request: Request) -> Any:
     from eltmake.graph import check_names
-    from eltmake.steplogs import mask
+    from eltmake.ui.masking import mask
 
     c = ctx(request)
     project = c.load()
@@ -236,7 +236,7 @@ def state_list(request: Request) -> Any:
 
 @api
 def state_value(request: Request) -> Any:
-    from eltmake.steplogs import mask
+    from eltmake.ui.masking import mask
 
     c = ctx(request)
     sid = request.path_params["state_id"]

@@ -73,7 +73,8 @@ def serve(
     root = str(find_root(project_dir))
     loopback = is_loopback(host)
     sock = bind(host, port)
-    c = UIContext(root, env_name, project.name, read_only, History(project.state_dir))
+    history = History(project.state_dir, lambda: load_project(root, env_name=env_name, infer=False))
+    c = UIContext(root, env_name, project.name, read_only, history)
     app = create_app(c, loopback_only=loopback)
     url = url_of(sock, host)
     if not loopback:

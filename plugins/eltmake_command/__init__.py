@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from eltmake.api import ConfigError, Recipe, StepError, StepResult, digest, hookimpl
+from eltmake.api import ConfigError, Recipe, StepError, StepResult, digest, hookimpl, looks_secret
 
 TAIL = 20
 
@@ -37,9 +37,18 @@ class Command(Recipe):
                 )
 
     def definition(self, project, step):
-        # A command sees the whole .env file in its environment, so the file is part of what it
-        # does: a changed value re-runs it (as a digest: .env often holds secrets).
-        return {"dotenv": digest(project.dotenv)} if project.dotenv else {}
+        # A command sees the .env file's variables in its environment, so their values are part
+        # of what it does: the values it gets (the real environment wins over .env), as a digest
+        # (.env often holds secrets).
+        if not project.dotenv:
+            return {}
+        return {"dotenv": digest({k: project.environ.get(k) for k in sorted(project.dotenv)})}
+
+    def secrets(self, project, step):
+        # What the command may print from its environment: its own `env`, the .env file and
+        # the variables eltmake passes on, wherever a name looks like a secret.
+        env = {**project.environ, **step.target.config.get("env", {})}
+        return [str(v) for k, v in env.items() if looks_secret(k) and v not in ("", None)]
 
     def run(self, ctx):
         cfg = ctx.step.target.config
@@ -72,7 +81,7 @@ class Command(Recipe):
         if rc != 0:
             why = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
             raise StepError(f"{ctx.step.name}: command {why}", tail)
-        return StepResult(stats={"lines": lines} if lines else {})
+        return StepResult(stats={"output_lines": lines} if lines else {})
 
 
 @hookimpl

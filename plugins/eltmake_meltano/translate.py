@@ -19,7 +19,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from eltmake.api import ConfigError, did_you_mean
+# SECRET_NAME: named like a secret, eltmake's own rule, so both agree on what is masked.
+from eltmake.api import SECRET_NAME, ConfigError, did_you_mean
 from eltmake_meltano import tomlw
 from eltmake_meltano.expand import PIPELINE_VARS, Expander, references
 from eltmake_meltano.meltano import MeltanoProject, Plugin, deep_merge
@@ -32,10 +33,6 @@ KNOWN_CAPABILITIES = {
     "validate-records", "hard-delete", "datatype-failsafe", "soft-delete",
 }  # fmt: skip
 SECRET_KINDS = {"password", "oauth"}
-# Named like a secret: eltmake's own rule (docs/singer.md), so both agree on what is masked.
-SECRET_NAME = re.compile(
-    r"(password|passwd|passphrase|token|secret|credential|apikey|(^|[_-])key$)", re.I
-)
 TOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 WHY_NOT = {
     "utilities": "a utility is a tool of its own that eltmake does not manage; if a job needs "

@@ -29,8 +29,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.api import ConfigError, StepError, write_atomic
-from eltmake_singer.config import DEFAULT_SELECT, Redactor, ToolConfig, digest
+from eltmake.api import ConfigError, Redactor, StepError, write_atomic
+from eltmake_singer.config import DEFAULT_SELECT, ToolConfig, digest
 
 if TYPE_CHECKING:
     from eltmake.api import Project

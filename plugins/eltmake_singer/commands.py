@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from eltmake.api import (
     ConfigError,
+    Redactor,
     did_you_mean,
     ensure_installed,
     executable_path,
@@ -18,7 +19,6 @@ from eltmake.api import (
 from eltmake_singer import catalog
 from eltmake_singer.config import (
     ROLES,
-    Redactor,
     all_tools,
     find_tool,
     key_facts,

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.api import ConfigError, ToolSpec, did_you_mean, digest, parse_duration
+from eltmake.api import (
+    MASK,
+    SECRET_NAME,
+    ConfigError,
+    ToolSpec,
+    did_you_mean,
+    digest,
+    parse_duration,
+)
 
 if TYPE_CHECKING:
     from eltmake.api import Project, Target
@@ -67,10 +75,6 @@ KNOWN_CAPABILITIES = {
     "datatype-failsafe",
     "soft-delete",
 }
-SECRET_NAME = re.compile(
-    r"(password|passwd|passphrase|token|secret|credential|apikey|(^|[_-])key$)", re.I
-)
-MASK = "****"
 DEFAULT_SELECT = ["*.*"]  # Meltano's default: every stream, every property
 DEFAULT_BUFFER_MB = 16
 BUNDLED_LOADER = "eltmake-target-duckdb"  # eltmake's own loader, installed with this plugin
@@ -350,21 +354,6 @@ def key_facts(project: Project, t: ToolConfig, config: dict[str, Any]) -> dict[s
             ["eltmake-secrets", project.name, t.name, sorted(secrets.items()), sorted(nested)]
         )[:32]
     return facts
-
-
-class Redactor:
-    """Replaces every secret value of the tools in a step with ``****`` in a line of text."""
-
-    def __init__(self, values: list[str]):
-        # Longest first, so a secret that contains another is masked whole. Very short values
-        # ("1", "no") would mask innocent text everywhere; they are still masked in config output.
-        self.values = sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for v in self.values:
-            if v in text:
-                text = text.replace(v, MASK)
-        return text
 
 
 def write_config(folder: Path, name: str, config: dict[str, Any]) -> Path:

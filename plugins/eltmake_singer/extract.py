@@ -22,12 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.api import Step, StepError, StepResult, executable_path, tool_identity
+from eltmake.api import Redactor, Step, StepError, StepResult, executable_path, tool_identity
 from eltmake_singer.config import (
     DEFAULT_BUFFER_MB,
     DEFAULT_MAX_LINE,
     DEFAULT_SELECT,
-    Redactor,
     ToolConfig,
     digest,
     key_facts,

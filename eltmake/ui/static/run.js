@@ -9,6 +9,7 @@ function $(id) { return document.getElementById(id); }
 
 async function openLog(name, full) {
   R.selected = name;
+  const token = (R.token = (R.token || 0) + 1);  // a later click wins over a slower answer
   document.querySelectorAll(".tl-row, tr[data-target]").forEach((r) => r.classList.toggle("selected", r.dataset.target === name));
   history.replaceState(null, "", "#" + encodeURIComponent(name));
   const card = $("log-card");
@@ -23,9 +24,11 @@ async function openLog(name, full) {
     if (!r.ok) throw new Error((await r.json()).error);
     text = await r.text();
   } catch (e) {
+    if (token !== R.token) return;
     card.append(UI.el("div", { class: "body muted", text: "No output kept for this step: it printed nothing, or it ran before logs were kept." }));
     return;
   }
+  if (token !== R.token) return;
   const lines = text ? text.split("\n").length : 0;
   if (!full && lines >= TAIL) {
     head.append(UI.el("span", { class: "muted", text: `the last ${TAIL} lines ` }),
