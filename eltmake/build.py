@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from eltmake.cache import Cache
-    from eltmake.step import Step
+    from eltmake.output import Reporter
+    from eltmake.step import Outcome, Step
     from eltmake.store import Store
 
 EXIT = {"ok": 0, "failed": 1, "interrupted": 130, "superseded": 1}
@@ -149,21 +151,29 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_build(req: BuildRequest) -> int:
+def run_build(
+    req: BuildRequest,
+    reporter: Reporter | None = None,
+    started: Callable[[Scheduler], None] | None = None,
+) -> int:
+    """Build as ``eltmake build`` does. The web UI passes its own ``reporter`` and is handed the
+    scheduler (``started``) so that it can interrupt the build from another thread."""
     from eltmake.lock import ProjectLock
     from eltmake.output import make_reporter
+    from eltmake.steplogs import StepLogs
 
     project = load_project(req.project_dir, env_name=req.env_name)
     g, names, order = selection(project, req.targets, req.only)
     opts = req.options(project)
     opts.requested = list(names)
-    reporter = make_reporter(req.json, req.verbose, req.plain)
+    reporter = reporter or make_reporter(req.json, req.verbose, req.plain)
     lock = None
     store = None
     if not opts.dry_run:
         lock = ProjectLock(project.state_dir)
         lock.acquire(wait=not req.no_wait, notify=reporter.message)
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGTERM, raise_interrupt) if main else None
     try:
         if not opts.dry_run:
             _stop_orphans(project, reporter.message)
@@ -171,21 +181,28 @@ def run_build(req: BuildRequest) -> int:
         steps = make_steps(project, order)
         blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)
         decider = decider_for(project, opts, cache, store)
-        status = Scheduler(
+        logs = None if opts.dry_run else StepLogs(reporter, project)
+        sched = Scheduler(
             project,
             g,
             order,
             opts,
-            reporter,
+            logs or reporter,
             decider,
             None if opts.dry_run else store,
             steps=steps,
             blocked=blocked,
-        ).run()
+        )
+        if logs is not None:
+            logs.build = sched.build  # its run_id names the folder of the step logs
+        if started is not None:
+            started(sched)
+        status = sched.run()
         cache.close()
         return EXIT[status]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         if store is not None:
             store.close()
         if lock is not None:
@@ -205,8 +222,9 @@ class _Collect:
         self.outcomes[name] = outcome
 
 
-def run_status(req: BuildRequest) -> int:
-    import json
+def status_outcomes(req: BuildRequest) -> tuple[list[str], dict[str, Outcome]]:
+    """The decisions ``status`` makes (a dry run that prints nothing), in build order: also what
+    colours the web UI's graph."""
     import sys
 
     project = load_project(req.project_dir, env_name=req.env_name)
@@ -222,10 +240,17 @@ def run_status(req: BuildRequest) -> int:
         cache.close()
         if store is not None:
             store.close()
-    stale = {n: o for n, o in collect.outcomes.items() if o.status == "would_run"}
+    return order, collect.outcomes
+
+
+def run_status(req: BuildRequest) -> int:
+    import json
+
+    order, outcomes = status_outcomes(req)
+    stale = {n: o for n, o in outcomes.items() if o.status == "would_run"}
     if req.json:
         for n in order:
-            o = collect.outcomes[n]
+            o = outcomes[n]
             status = "out_of_date" if o.status == "would_run" else "up_to_date"
             print(
                 json.dumps({"event": "status", "target": n, "status": status, "reason": o.reason})
@@ -233,7 +258,7 @@ def run_status(req: BuildRequest) -> int:
     else:
         width = max((len(n) for n in order), default=0)
         for n in order:
-            o = collect.outcomes[n]
+            o = outcomes[n]
             mark = "out of date" if n in stale else "up to date "
             print(f"{mark}  {n:<{width}}  {o.reason if n in stale else ''}".rstrip())
         print(f"{len(stale)} of {len(order)} targets out of date")

@@ -29,6 +29,7 @@ CORE_COMMANDS = {
     "store": "copy the store into a shared one: store migrate --to URL",
     "plugins": "list the plugins, their hooks and the commands they add",
     "init": "create a starter project",
+    "ui": "a local web UI: the graph, live builds, history, logs and state (the ui extra)",
 }
 
 

@@ -165,6 +165,11 @@ def build_parser(
     g = add("init")
     g.add_argument("dir", nargs="?", default=".", metavar="DIR")
     g.add_argument("--name", help="project name (default: the folder's name)")
+    g = add("ui")
+    g.add_argument("--host", default="127.0.0.1", help="address (default: this machine only)")
+    g.add_argument("--port", type=int, default=8321, help="port (default 8321; 0: any free)")
+    g.add_argument("--open", action="store_true", help="open it in a browser")
+    g.add_argument("--read-only", action="store_true", help="watch only: no builds from the UI")
     if with_plugins:
         pm = _plugin_manager()
         if project_dir is not None:
@@ -424,6 +429,12 @@ def cmd_init(args) -> int:
     return init_project(args.dir, args.name, _plugin_manager())
 
 
+def cmd_ui(args) -> int:
+    from eltmake.ui import main  # the optional ui extra: a one-line hint when it is missing
+
+    return main(args)
+
+
 COMMANDS = {
     "build": cmd_build,
     "status": cmd_status,
@@ -439,4 +450,5 @@ COMMANDS = {
     "forget": cmd_touch_forget,
     "plugins": cmd_plugins,
     "init": cmd_init,
+    "ui": cmd_ui,
 }
