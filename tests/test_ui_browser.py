@@ -38,7 +38,7 @@ def _unavailable() -> str | None:
 
 
 WHY = _unavailable()
-if WHY and os.environ.get("CI"):
+if WHY and (os.environ.get("CI") or os.environ.get("ELTMAKE_TEST_BROWSER_REQUIRED")):
     pytest.fail(f"the browser tests must run in CI: {WHY}", pytrace=False)
 if WHY:
     pytest.skip(WHY, allow_module_level=True)
