@@ -217,11 +217,14 @@ class GcsBucket(_Remote):
 
     def __init__(self, url: str, bucket: str, prefix: str, environ: dict[str, str]):
         super().__init__(url)
-        gcsfs = _need("gcsfs", "gcs", url)
+        _need("gcsfs", "gcs", url)
+        # The plain client: gcsfs's default subclass first asks each bucket's type over gRPC.
+        from gcsfs.core import GCSFileSystem
+
         self.bucket, self.prefix = bucket, prefix + "/" if prefix else ""
         self.endpoint = environ.get("STORAGE_EMULATOR_HOST")
         token = environ.get("GOOGLE_APPLICATION_CREDENTIALS") or ("anon" if self.endpoint else None)
-        self.fs = gcsfs.GCSFileSystem(
+        self.fs = GCSFileSystem(
             token=token, endpoint_url=self.endpoint, skip_instance_cache=True, requests_timeout=60
         )
 
@@ -246,13 +249,21 @@ class GcsBucket(_Remote):
             raise self.fail(what) from None
 
     async def _get(self, key: str) -> tuple[bytes, str] | None:
+        """The content and its generation, from the download's ``x-goog-generation`` header;
+        a server that omits it (an emulator) is asked the generation first, then that one."""
+        path, name = "b/{}/o/{}", self.prefix + key
         try:
-            headers, data = await self.fs._call(
-                "GET", "b/{}/o/{}", self.bucket, self.prefix + key, alt="media"
+            headers, data = await self.fs._call("GET", path, self.bucket, name, alt="media")
+            if gen := headers.get("x-goog-generation"):
+                return data, str(gen)
+            meta = await self.fs._call("GET", path, self.bucket, name, json_out=True)
+            gen = str(meta["generation"])
+            _, data = await self.fs._call(
+                "GET", path, self.bucket, name, alt="media", generation=gen
             )
+            return data, gen
         except FileNotFoundError:
             return None
-        return data, str(headers.get("x-goog-generation", ""))
 
     def write(self, key: str, data: bytes, match: str | None = None) -> str:
         cond = {} if match is None else {"ifGenerationMatch": "0" if match == CREATE else match}
