@@ -1,6 +1,5 @@
-"""The store on object storage (``s3://bucket/prefix``, ``gs://bucket/prefix``, ``file:///path``),
-shared by every runner that builds the project; see :mod:`eltmake.store` for the contract and
-docs/store.md ("Object storage") for what a user needs to know.
+"""The store on object storage (``s3://bucket/prefix``, ``gs://…``, ``file:///path``), shared by
+every runner of a project; the contract is :mod:`eltmake.store`'s, the user's guide docs/store.md.
 
 Layout under the URL's prefix (names are %-quoted)::
 
@@ -112,11 +111,18 @@ class ObjectStore(Store):
         """Mark the prefix as a store before its first write (not at open: read-only writes
         nothing)."""
         if not self._marked:
+            marker = _dump({"format": FORMAT})
             try:
-                self.io.write(MARKER, _dump({"format": FORMAT}), CREATE)
+                self.io.write(MARKER, marker, CREATE)
+                self.io.write(MARKER, marker, CREATE)  # must lose: the service keeps conditions
             except Conflict:
-                pass  # another runner marked it
-            self._marked = True
+                self._marked = True  # (or another runner marked it first)
+                return
+            raise StoreError(
+                f"store {self.url}: this service ignores conditional writes (If-None-Match), so "
+                "leases and merges could not be kept exclusive; use a service that honours them "
+                "(AWS S3, GCS, MinIO, …) or a postgresql:// store"
+            )
 
     def _busy(self, key: str) -> StoreError:
         return StoreError(

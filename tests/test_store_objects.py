@@ -532,3 +532,21 @@ def test_an_unusable_store_stops_the_build_before_any_step(moto, project):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "store s3://no-such-bucket/eltmake:" in lines[0], proc.stderr
     assert not (project.root / "a.txt").exists()
+
+
+def test_a_service_that_ignores_conditional_writes_is_refused(where, monkeypatch):
+    """Leases and merges rest on conditions; a service that drops them silently is refused when
+    the store is first written, instead of losing updates later."""
+    from eltmake.buckets import Bucket
+
+    store = where.open()
+    write = type(store.io).write
+
+    def unconditional(self: Bucket, key: str, data: bytes, match: str | None = None) -> str:
+        return write(self, key, data, None)
+
+    monkeypatch.setattr(type(store.io), "write", unconditional)
+    with pytest.raises(StoreError, match="ignores conditional writes"):
+        store.set("orders", {"id": 1})
+    monkeypatch.undo()
+    assert where.open().get("orders") is None
