@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -44,10 +45,7 @@ MARKER = "eltmake-store.json"
 FLUSH_AFTER_S = 0.5  # records and history reach the store at most this much after a step ends
 MAX_TRIES = 100  # conditional writes lost in a row before a write is given up
 RUN_ID_SPAN = 10**16  # run ids are ms since the epoch × 1000 + a random 0..999: 16 digits
-
-
-def _q(name: str) -> str:
-    return quote(name, safe="")
+_q = partial(quote, safe="")  # a name as one path segment
 
 
 def _inv(run_id: int) -> str:
@@ -299,7 +297,8 @@ class ObjectStore(Store):
             found.append(doc.pop(name, None) is not None)
             return found[-1]
 
-        self._merge(scope, change)
+        with self._flush_lock:  # in order with the writes behind
+            self._merge(scope, change)
         return found[-1]
 
     def _merge(self, scope: str, change: Callable[[dict[str, Any]], bool]) -> None:
