@@ -279,7 +279,7 @@ class ObjectStore(Store):
         self._docs[key] = (doc, tag)
         rows = []
         for name, pair in doc.items():
-            if isinstance(pair, list) and len(pair) == 2:
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
                 rows.append((name, pair[0], pair[1]))
         return decode_records(rows)
 

@@ -309,6 +309,8 @@ def test_a_damaged_records_object_is_rebuilt_not_fatal(where):
     store.flush_writes()
     store.io.write("records/default.json", b"\x00 not json")
     assert where.open().records("") == {}  # its steps run again...
+    store.io.write("records/default.json", b'{"records": {"t": [1, null], "u": ["{", null]}}')
+    assert where.open().records("") == {}
     store.put_record("", "t", record(2))
     store.close()
     assert where.open().records("")["t"]["key"] == "k2"  # ...and write a good one over it
