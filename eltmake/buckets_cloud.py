@@ -175,16 +175,16 @@ class S3Bucket(_Remote):
         out: list[tuple[str, int, float]] = []
         kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         kw["Delimiter"] = "/"
-        if limit:
-            kw["MaxKeys"] = limit
         with self._errors():
-            while True:
+            while True:  # pages of at most 1,000 names
+                if limit:
+                    kw["MaxKeys"] = min(limit - len(out), 1000)
                 page = self.fs.call_s3("list_objects_v2", **kw)
                 for o in page.get("Contents", []):
                     name = o["Key"][len(kw["Prefix"]) :]
                     out.append((name, int(o["Size"]), o["LastModified"].timestamp()))
-                if limit or not page.get("IsTruncated"):
-                    return out
+                if (limit and len(out) >= limit) or not page.get("IsTruncated"):
+                    return out[:limit] if limit else out
                 kw["ContinuationToken"] = page["NextContinuationToken"]
 
     def exists(self, key: str) -> bool:
@@ -293,14 +293,15 @@ class GcsBucket(_Remote):
             while True:
                 page = self.fs.call(
                     "GET", "b/{}/o", self.bucket, prefix=full, delimiter="/",
-                    maxResults=limit, pageToken=token, json_out=True,
+                    maxResults=limit and min(limit - len(out), 1000), pageToken=token,
+                    json_out=True,
                 )  # fmt: skip
                 for o in page.get("items", []):
                     when = datetime.fromisoformat(o["updated"].replace("Z", "+00:00"))
                     out.append((o["name"][len(full) :], int(o["size"]), when.timestamp()))
                 token = page.get("nextPageToken")
-                if limit or not token:
-                    return sorted(out)
+                if (limit and len(out) >= limit) or not token:
+                    return sorted(out)[:limit] if limit else sorted(out)
 
     def exists(self, key: str) -> bool:
         with self._errors():

@@ -552,3 +552,16 @@ def test_a_service_that_ignores_conditional_writes_is_refused(where, monkeypatch
         store.set("orders", {"id": 1})
     monkeypatch.undo()
     assert where.open().get("orders") is None
+
+
+def test_listings_go_past_one_page(moto):
+    """S3 lists at most 1,000 names a request: history and state lists page on."""
+    from eltmake.store_objects import ObjectStore
+
+    bucket = new_bucket(moto)
+    store = ObjectStore(f"s3://{bucket}/p", s3_env(moto))
+    store.io.fs.pipe({f"{bucket}/p/many/{i:05d}.json": b"{}" for i in range(1003)})
+    assert len(store.io.listing("many/")) == 1003
+    names = [n for n, _, _ in store.io.listing("many/", limit=1001)]
+    assert names == [f"{i:05d}.json" for i in range(1001)]
+    store.close()
