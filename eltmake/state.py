@@ -280,6 +280,7 @@ class StateStore(Store):
 
     @_guarded
     def unlock(self, state_id: str) -> bool:
+        self._writable(f"remove the lease on {state_id!r}")
         with self._tx() as db:
             cur = db.execute("DELETE FROM leases WHERE state_id=?", (state_id,))
         return cur.rowcount > 0
