@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from eltmake.errors import ConfigError
+from eltmake.executors import make_executor
 from eltmake.graph import check_names, selection
 from eltmake.project import Project, load_project
 from eltmake.scheduler import BuildOptions, Scheduler, make_steps
@@ -45,6 +46,7 @@ class BuildRequest:
     no_wait: bool = False
     debug: bool = False
     command: str = "build"
+    executor: str | None = None  # local | dask | dask://HOST:PORT (eltmake.executors)
 
     @classmethod
     def from_args(cls, args: Any, **overrides: Any) -> BuildRequest:
@@ -169,6 +171,7 @@ def run_build(
     reporter = reporter or make_reporter(req.json, req.verbose, req.plain)
     lock = None
     store = None
+    executor = None
     if not opts.dry_run:
         lock = ProjectLock(project.state_dir)
         lock.acquire(wait=not req.no_wait, notify=reporter.message)
@@ -181,6 +184,10 @@ def run_build(
         steps = make_steps(project, order)
         blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)
         decider = decider_for(project, opts, cache, store)
+        if not opts.dry_run:
+            executor, opts.jobs = make_executor(
+                project, req.executor, req.jobs, reporter.message, req.debug
+            )
         logs = None if opts.dry_run else StepLogs(reporter, project)
         sched = Scheduler(
             project,
@@ -192,6 +199,7 @@ def run_build(
             None if opts.dry_run else store,
             steps=steps,
             blocked=blocked,
+            executor=executor,
         )
         if logs is not None:
             logs.build = sched.build  # its run_id names the folder of the step logs
@@ -203,6 +211,8 @@ def run_build(
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+        if executor is not None:
+            executor.close()
         if store is not None:
             store.close()
         if lock is not None:

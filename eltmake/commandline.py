@@ -33,6 +33,25 @@ CORE_COMMANDS = {
 }
 
 
+EXECUTOR_HELP = (
+    "where steps run: local (default), dask (a Dask cluster on this machine), dask://HOST:PORT "
+    "or tcp://HOST:PORT (a running Dask scheduler); else $ELTMAKE_EXECUTOR or [project] executor"
+)
+
+
+def executor_arg(value: str) -> str:
+    """``--executor``'s check: a wrong spec is a usage error (one line, exit 2)."""
+    import argparse
+
+    from eltmake.executors import parse_executor
+
+    try:
+        parse_executor(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def common_options(p: argparse.ArgumentParser, top: bool) -> None:
     """The options every command takes; on a subcommand they default to SUPPRESS so that a value
     given before the command (``eltmake -C DIR build``) is not overwritten by the default."""

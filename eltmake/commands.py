@@ -8,7 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eltmake.commandline import CORE_COMMANDS, EXIT_USAGE, Commands, common_options
+from eltmake.commandline import (
+    CORE_COMMANDS,
+    EXECUTOR_HELP,
+    EXIT_USAGE,
+    Commands,
+    common_options,
+    executor_arg,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +116,7 @@ def build_parser(
                 action="store_true",
                 help="fail at once if another build holds the project",
             )
+            b.add_argument("--executor", type=executor_arg, metavar="SPEC", help=EXECUTOR_HELP)
         else:
             b.add_argument(
                 "--debounce",

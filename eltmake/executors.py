@@ -9,10 +9,16 @@ it ended, so another executor (a cluster) plugs in without touching the schedule
 * ``cancel(run, grace)`` stops one running step's processes (``run.cancelled`` is set first);
   ``cancel_all(grace)`` stops every one;
 * ``close()`` after the last step has finished.
+
+:func:`make_executor` turns an executor spec (``local``, ``dask``, ``dask://HOST:PORT``,
+``tcp://HOST:PORT``) into one; the Dask executor (:mod:`eltmake.dask_executor`) is imported only
+when asked for, so ordinary builds never import Dask.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,3 +126,62 @@ def _run(recipe: Recipe, ctx: StepContext) -> StepResult:
 
         return StepResult()
     return result
+
+
+EXECUTOR_CHOICES = (
+    "local (the default: threads on this machine), dask (a Dask cluster started on this "
+    "machine for the build), or dask://HOST:PORT or tcp://HOST:PORT (a running Dask scheduler)"
+)
+_ADDRESS = re.compile(r"^(?:dask|tcp)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+
+
+def parse_executor(spec: str) -> tuple[str, str | None]:
+    """``("local", None)``, ``("dask", None)`` (a cluster of our own) or ``("dask", "tcp://H:P")``.
+
+    Raises ValueError with the sentence to show (the caller says where the value came from)."""
+    value = spec.strip()
+    if value in ("local", "dask"):
+        return value, None
+    m = _ADDRESS.match(value)
+    if m and 0 < int(m.group(2)) < 65536:
+        return "dask", f"tcp://{m.group(1)}:{int(m.group(2))}"
+    raise ValueError(f"{spec!r} is not an executor; use {EXECUTOR_CHOICES}")
+
+
+def make_executor(
+    project: Project,
+    option: str | None,
+    jobs: int | None,
+    echo: Callable[[str], None],
+    debug: bool = False,
+) -> tuple[Executor, int]:
+    """The executor a build runs on, and how many steps it runs at once.
+
+    The spec comes from ``--executor``, else ``ELTMAKE_EXECUTOR``, else ``[project] executor``,
+    else ``local``; ``-j`` wins, else the executor's own width (this machine's cores, or the Dask
+    cluster's threads). Connecting to a cluster happens here, so that a wrong address fails
+    before the build starts."""
+    from eltmake.errors import ConfigError
+
+    env = project.environ.get("ELTMAKE_EXECUTOR")
+    spec, where = option, "--executor"
+    if not spec and env:
+        spec, where = env, "ELTMAKE_EXECUTOR"
+    if not spec and project.executor:
+        spec, where = project.executor, project.where("project", "executor")
+    try:
+        kind, address = parse_executor(spec or "local")
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if kind == "local":
+        return LocalExecutor(project.state_dir), jobs or os.cpu_count() or 1
+    try:
+        from eltmake.dask_executor import DaskExecutor
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise ConfigError(
+            f"{where}: the Dask executor needs Dask distributed: pip install 'eltmake[dask]'"
+        ) from None
+    executor = DaskExecutor(project, address, echo=echo, debug=debug)
+    return executor, executor.open(jobs)

@@ -35,6 +35,7 @@ PROJECT_KEYS: dict[str, tuple[type, ...]] = {
     "plugins": (list,),
     "description": (str,),
     "store": (str,),
+    "executor": (str,),  # where steps run: eltmake.executors.parse_executor
 }
 # Keys every target may have, whatever its recipe.
 TARGET_KEYS: dict[str, tuple[type, ...]] = {
@@ -81,6 +82,7 @@ class Project:
     dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
     store: str | None = None  # [project] store: the shared store's URL (ELTMAKE_STORE wins)
+    executor: str | None = None  # [project] executor: where steps run (ELTMAKE_EXECUTOR wins)
     recipes: dict[str, Recipe] = field(default_factory=dict)  # kind -> recipe
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
     pm: PluginManager | None = field(default=None, repr=False)
@@ -233,6 +235,15 @@ def load_project(
                 f"{file.name}: project.default: unknown target {name!r}{did_you_mean(name, targets)}"
             )
 
+    executor = proj.get("executor")
+    if executor is not None:
+        from eltmake.executors import parse_executor
+
+        try:
+            parse_executor(executor)
+        except ValueError as e:
+            raise ConfigError(f"{file.name}: project.executor: {e}") from None
+
     project = Project(
         root=root,
         file=file,
@@ -247,6 +258,7 @@ def load_project(
         store=proj.get("store") or None,
         recipes=recipes,
         pm=pm,
+        executor=executor,
     )
     pm.check()
     pm.hook.eltmake_validate_project(project=project)
