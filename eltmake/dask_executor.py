@@ -274,6 +274,8 @@ class DaskExecutor:
             rem.run.log(line)
         if msg.get("progress") is not None:
             rem.run.progress(msg["progress"])
+        if "result" in msg:  # the task has ended its step: its processes, locks and store
+            _settle(rem.future, *self._outcome(rem, msg["result"]))
 
     def _handle_done(self, token: str) -> None:
         rem = self._runs.get(token)

@@ -148,15 +148,26 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
 
     Never raises: Dask would wrap the error (and lose a StepError's tail), so the outcome comes
     back as ``{"ok": True, "fingerprint", "stats", "message"}`` or ``{"ok": False, "kind":
-    "step" | "config" | "cancelled" | "internal", "message", "tail"}``.
+    "step" | "config" | "cancelled" | "internal", "message", "tail"}``. It is also sent as the
+    run's last event, after its output: the coordinator then needs no round trip to fetch it.
     """
     from distributed import get_worker
 
     worker = get_worker()
     out = Channel(worker, spec["topic"], spec["token"])
     out.send(started=os.getpid())  # the coordinator learns where the step runs, before it does
+    outcome = _outcome(spec, worker.address, out)
+    out.flush()
     try:
-        result = _run(spec, worker.address, out)
+        out.send(result=outcome)
+    except TypeError:  # stats that msgpack cannot carry: the coordinator fetches the return value
+        pass
+    return outcome
+
+
+def _outcome(spec: dict[str, Any], address: str, out: Channel) -> dict[str, Any]:
+    try:
+        result = _run(spec, address, out)
         return {
             "ok": True,
             "fingerprint": result.fingerprint,
@@ -177,8 +188,6 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
             "message": f"{type(e).__name__}: {e}",
             "tail": tail,
         }
-    finally:
-        out.flush()
 
 
 def _run(spec: dict[str, Any], address: str, out: Channel) -> StepResult:
