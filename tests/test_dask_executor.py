@@ -89,6 +89,38 @@ def eltmake_add_recipes():
     return [Probe()]
 """
 
+TOOL = """
+import subprocess
+from eltmake.api import Recipe, StepError, StepResult, ToolSpec, executable_path, hookimpl
+
+SPEC = ToolSpec("target-jsonl", "target-jsonl==0.1.4", "target-jsonl")
+
+
+class UseTool(Recipe):
+    # Runs a tool that lives in its own environment: it must be installed where the step runs.
+    kind, marker, keys = "usetool", "use_tool", {"use_tool": (str,)}
+
+    def tools(self, project, step):
+        return [SPEC.name]
+
+    def run(self, ctx):
+        exe = executable_path(ctx.project, SPEC)
+        if ctx.popen([exe, "--help"], stdout=subprocess.DEVNULL).wait() != 0:
+            raise StepError(f"{exe} --help failed")
+        ctx.log(f"ran {exe}")
+        return StepResult()
+
+
+@hookimpl
+def eltmake_tools(project):
+    return [SPEC]
+
+
+@hookimpl
+def eltmake_add_recipes():
+    return [UseTool()]
+"""
+
 SLEEPER = 'run = "echo $$ > pid.txt; sleep 60 & echo $! > child.txt; wait"'
 
 
@@ -132,7 +164,7 @@ class Cluster:
     """A `dask scheduler` and `dask worker` processes (no nanny: the worker's pid is the process
     that runs the steps), each in a session of its own, on free loopback ports."""
 
-    def __init__(self, folder: Path, workers: int, nthreads: int = 2):
+    def __init__(self, folder: Path, workers: int, nthreads: int = 2, env: dict | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
@@ -158,14 +190,15 @@ class Cluster:
                     f"w{i}",
                 ],
                 f"worker{i}.log",
+                env,
             )
         _wait("the workers", lambda: len(self.client.nthreads()) == workers)
         self.pids: dict[str, int] = self.client.run(os.getpid)  # worker address -> pid
         assert set(self.pids.values()) <= {p.pid for p in self.procs}
 
-    def _start(self, args: list[str], log: str) -> None:
+    def _start(self, args: list[str], log: str, env: dict | None = None) -> None:
         argv = [PY, "-m", "dask", *args, "--no-dashboard"]
-        self.procs.append(_spawn(argv, self.folder, self.folder / log))
+        self.procs.append(_spawn(argv, self.folder, self.folder / log, env=env or {}))
 
     def close(self) -> None:
         self.client.close()
@@ -188,8 +221,9 @@ def cluster(tmp_path_factory):
 class Build:
     """``eltmake build`` running in the background, its output read line by line."""
 
-    def __init__(self, project, *args: str):
-        self.proc = _spawn([PY, "-m", "eltmake", "build", "--plain", *args], project.root)
+    def __init__(self, project, *args: str, env: dict | None = None):
+        argv = [PY, "-m", "eltmake", "build", "--plain", *args]
+        self.proc = _spawn(argv, project.root, env=env or {})
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -448,3 +482,22 @@ def test_a_killed_worker_fails_its_step_naming_it(project, tmp_path):
                 pass
         if "child" in locals():
             _wait("the orphan to end", lambda: not _alive(child))
+
+
+@pytest.mark.integration
+def test_a_tool_missing_on_the_worker_is_installed_there(project, tmp_path, tools_dir):
+    # This worker keeps its tools in a folder of its own, where the coordinator installed none.
+    worker_tools = tmp_path / "worker-tools"
+    lone = Cluster(tmp_path / "lone", workers=1, env={"ELTMAKE_TOOLS_DIR": str(worker_tools)})
+    try:
+        project.toml('[targets.t]\nuse_tool = "yes"\n')
+        project.write("plugins/tool.py", TOOL)
+        build = Build(
+            project, "-v", "--executor", lone.address, env={"ELTMAKE_TOOLS_DIR": tools_dir}
+        )
+        rc, out = build.finish()
+        assert rc == 0, out
+        assert "t | installing target-jsonl" in out  # on the worker, its output streamed back
+        assert f"t | ran {worker_tools}/target-jsonl-" in out
+    finally:
+        lone.close()
