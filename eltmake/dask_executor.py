@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import distributed
 
 from eltmake.dask_worker import run_step, table_digests, target_digest
-from eltmake.errors import Cancelled, ConfigError, StepError
+from eltmake.errors import Cancelled, ConfigError, EltmakeError, StepError
 from eltmake.step import StepResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from eltmake.executors import StepRun
     from eltmake.project import Project
@@ -117,8 +117,8 @@ class DaskExecutor:
         """Worker processes on this machine, one per core up to ``-j``, threads for the rest."""
         workers = max(1, min(self._jobs, os.cpu_count() or 1))
         threads = math.ceil(self._jobs / workers)
-        with _no_retries():
-            self.cluster = distributed.LocalCluster(
+        try:
+            self.cluster = _local_cluster(
                 n_workers=workers,
                 threads_per_worker=threads,
                 processes=True,
@@ -127,7 +127,11 @@ class DaskExecutor:
                 silence_logs=logging.DEBUG if self.debug else logging.CRITICAL,
                 preload=["eltmake.dask_worker"],  # its dask_setup: workers survive Ctrl-C
             )
-        self.client = distributed.Client(self.cluster, set_as_default=False)
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+        except Exception as e:
+            raise EltmakeError(
+                f"could not start a local Dask cluster: {type(e).__name__}: {e}"
+            ) from None
         self.echo(
             f"executor: a local Dask cluster of {_n(workers, 'worker process')} × "
             f"{_n(threads, 'thread')} ({self.cluster.scheduler_address})"
@@ -211,7 +215,7 @@ class DaskExecutor:
 
     def cancel_all(self, grace: float) -> None:
         with self._lock:
-            runs = list(self._runs.values())
+            runs = [r for r in self._runs.values() if not r.future.done()]
         for rem in runs:
             rem.run.cancelled.set()
             self._signal(rem)
@@ -294,6 +298,9 @@ class DaskExecutor:
 
     def _handle_lost(self, worker: str | None, keys: set[str]) -> None:
         for rem in [r for r in list(self._runs.values()) if r.key in keys]:
+            if rem.future.done():  # its step had ended: the worker died on the way out
+                self._forget(rem, clear=False)
+                continue
             self._signal(rem)  # a retry the scheduler starts elsewhere ends before it runs
             with contextlib.suppress(Exception):
                 rem.dask.cancel()
@@ -388,11 +395,10 @@ def _settle(future: Future, result: Any = None, exc: BaseException | None = None
     return True
 
 
-@contextlib.contextmanager
-def _no_retries() -> Iterator[None]:
-    """The local cluster's scheduler fails a task whose worker died instead of running it again
-    elsewhere: a half-done extract-load must not silently start over."""
+def _local_cluster(**kwargs: Any) -> Any:
+    """A LocalCluster whose scheduler fails a task whose worker died instead of running it
+    again elsewhere: a half-done extract-load must not silently start over."""
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        yield
+        return distributed.LocalCluster(**kwargs)
