@@ -4,8 +4,9 @@
    scheduler`` and two ``dask worker`` processes) against the local executor with the same
    parallelism (``-j`` = 2 workers × threads), and on ``--executor dask`` (a LocalCluster that
    eltmake starts, its start-up included).
-2. Per-step overhead: N steps of ``true`` one at a time (``-j 1``, one worker of one thread), Dask
-   minus local, divided by N (target: at most 50 ms per step).
+2. Per-step overhead: steps of ``true`` one at a time (``-j 1``, one worker of one thread), in
+   builds of N/5 and N steps: the slope is the cost per step, the rest the cost per build
+   (importing Dask, connecting); Dask minus local for each (target: at most 50 ms per step).
 
 Every build is ``eltmake build -B`` as a subprocess, so eltmake's own start-up is in both figures
 and cancels out of the differences. Run: python bench/bench_dask.py [--threads 1] [--steps 100]
@@ -139,22 +140,37 @@ def throughput(tmp: Path, threads: int, repeat: int) -> None:
 
 
 def overhead(tmp: Path, n: int, repeat: int) -> None:
-    """N steps of `true`, one at a time: what the Dask executor adds to each step."""
-    make_project(tmp / "tiny", n, ["true"])
+    """Steps of `true`, one at a time, in builds of two sizes: the slope is what each step costs,
+    the rest is what a build costs once (importing Dask, connecting). Dask minus local, each."""
+    small, big = max(1, n // 5), n
+    for size in (small, big):
+        make_project(tmp / f"tiny{size}", size, ["true"])
+
+    def timed(size: int, *args: str) -> float:
+        return statistics.median(
+            build(tmp / f"tiny{size}", "-j", "1", *args) for _ in range(repeat)
+        )
+
     cluster = Cluster(tmp, workers=1, threads=1)
     try:
-        build(tmp / "tiny", "-j", "1", "--executor", cluster.address)  # warm the worker
-        dask_runs = [
-            build(tmp / "tiny", "-j", "1", "--executor", cluster.address) for _ in range(repeat)
-        ]
+        build(tmp / f"tiny{small}", "--executor", cluster.address)  # warm the worker
+        dask = {size: timed(size, "--executor", cluster.address) for size in (small, big)}
     finally:
         cluster.close()
-    local_runs = [build(tmp / "tiny", "-j", "1") for _ in range(repeat)]
-    d, lo = statistics.median(dask_runs), statistics.median(local_runs)
-    print(f"\n{n} steps of `true`, one at a time (medians of {repeat}):")
-    print(f"  local executor   {lo:6.2f} s  ({lo / n * 1000:5.1f} ms per step)")
-    print(f"  Dask, 1 worker   {d:6.2f} s  ({d / n * 1000:5.1f} ms per step)")
-    print(f"  Dask overhead per step: {(d - lo) / n * 1000:.1f} ms (target: at most 50 ms)")
+    local = {size: timed(size, "--executor", "local") for size in (small, big)}
+
+    def split(t: dict[int, float]) -> tuple[float, float]:
+        per_step = (t[big] - t[small]) / (big - small)
+        return per_step, t[small] - small * per_step
+
+    (dl, df), (ll, lf) = split(dask), split(local)
+    print(f"\nsteps of `true`, one at a time; builds of {small} and {big} (medians of {repeat}):")
+    print(f"  local executor   {ll * 1000:5.1f} ms per step, {lf:5.2f} s per build")
+    print(f"  Dask, 1 worker   {dl * 1000:5.1f} ms per step, {df:5.2f} s per build")
+    print(
+        f"  Dask overhead: {(dl - ll) * 1000:.1f} ms per step (target: at most 50 ms), "
+        f"{df - lf:.2f} s per build (importing Dask, connecting, disconnecting)"
+    )
 
 
 if __name__ == "__main__":
