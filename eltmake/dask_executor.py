@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import distributed
 
 from eltmake.dask_worker import run_step, table_digests, target_digest
+from eltmake.digest import digest
 from eltmake.errors import Cancelled, ConfigError, EltmakeError, StepError
 from eltmake.step import StepResult
 
@@ -81,6 +82,7 @@ class DaskExecutor:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._pump: threading.Thread | None = None
         self._tables: dict[str, str] | None = None
+        self._store = ""
         self._jobs = 0
         self._closed = False
 
@@ -176,7 +178,10 @@ class DaskExecutor:
         token = uuid.uuid4().hex[:12]
         name = run.step.name
         if self._tables is None:
+            from eltmake.store import store_url
+
             self._tables = table_digests(self.project)
+            self._store = digest(store_url(self.project) or "")
         from eltmake import __version__
 
         spec = {
@@ -194,6 +199,8 @@ class DaskExecutor:
             "changed_inputs": run.changed_inputs,
             "digests": {**self._tables, f"targets.{name}": target_digest(self.project, name)},
             "locks": list(run.step.locks),
+            "store": self._store,  # a digest: workers must resolve the same store themselves
+            "read_only": bool(getattr(run.state, "read_only", False)),
             "debug": self.debug,
         }
         future: Future = Future()

@@ -32,13 +32,14 @@ from eltmake.digest import digest
 from eltmake.errors import Cancelled, ConfigError, EltmakeError, StepError
 from eltmake.procs import ProcessRegistry
 from eltmake.project import PROJECT_FILE
+from eltmake.redact import Redactor
 from eltmake.step import StepContext, StepResult
 
 if TYPE_CHECKING:
     from eltmake.project import Project
     from eltmake.recipe import Recipe
-    from eltmake.state import StateStore
     from eltmake.step import Step
+    from eltmake.store import Store
 
 FLUSH_S = 0.05  # buffered output goes to the coordinator this often...
 BATCH_BYTES = 16 * 1024  # ...or as soon as this much is buffered (10k lines/s = a few events/s)
@@ -120,14 +121,18 @@ class Channel:
 
 
 class LazyState:
-    """The project's store, opened on this worker at first use (a command step never opens it).
+    """The project's store, opened on this worker at first use (a command step never opens it),
+    read-only exactly when the build's own store is (a pull-request build writes nothing).
 
-    With the local SQLite store this is the same file the coordinator uses: right for workers on
-    the coordinator's machine, and for a shared disk that supports SQLite's locking (not NFS)."""
+    That is the store the project configures: a shared one (``[project] store``,
+    ``ELTMAKE_STORE``) works from any machine; the local SQLite file under ``.eltmake/`` is right
+    for workers on the coordinator's machine, and for a shared disk whose locking SQLite can
+    trust (not NFS)."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, read_only: bool):
         self._project = project
-        self._store: StateStore | None = None
+        self._read_only = read_only
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -136,6 +141,7 @@ class LazyState:
                 from eltmake.api import open_state
 
                 self._store = open_state(self._project)
+                self._store.read_only = self._read_only
         return getattr(self._store, name)
 
     def close(self) -> None:
@@ -166,35 +172,34 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _outcome(spec: dict[str, Any], address: str, out: Channel) -> dict[str, Any]:
+    mask = Redactor([])  # the step's secrets, once its recipe names them
     try:
-        result = _run(spec, address, out)
+        result = _run(spec, address, out, mask)
         return {
             "ok": True,
             "fingerprint": result.fingerprint,
             "stats": dict(result.stats),
-            "message": result.message,
+            "message": mask(result.message),
         }
     except Cancelled as e:
         return {"ok": False, "kind": "cancelled", "message": str(e) or "cancelled"}
     except ConfigError as e:
-        return {"ok": False, "kind": "config", "message": str(e)}
+        return {"ok": False, "kind": "config", "message": mask(str(e))}
     except EltmakeError as e:
-        return {"ok": False, "kind": "step", "message": str(e), "tail": getattr(e, "tail", [])}
+        tail = [mask(line) for line in getattr(e, "tail", [])]
+        return {"ok": False, "kind": "step", "message": mask(str(e)), "tail": tail}
     except BaseException as e:  # a bug in a recipe: one line, the traceback with --debug
         tail = traceback.format_exc().splitlines() if spec.get("debug") else []
-        return {
-            "ok": False,
-            "kind": "internal",
-            "message": f"{type(e).__name__}: {e}",
-            "tail": tail,
-        }
+        message = mask(f"{type(e).__name__}: {e}")
+        return {"ok": False, "kind": "internal", "message": message, "tail": tail}
 
 
-def _run(spec: dict[str, Any], address: str, out: Channel) -> StepResult:
+def _run(spec: dict[str, Any], address: str, out: Channel, mask: Redactor) -> StepResult:
     from distributed import Event, get_client
 
     from eltmake import __version__
     from eltmake.scheduler import make_steps
+    from eltmake.store import store_url
 
     name = spec["target"]
     root = Path(spec["root"])
@@ -213,9 +218,16 @@ def _run(spec: dict[str, Any], address: str, out: Channel) -> StepResult:
     if cancel.is_set():  # cancelled before it started, or a retry after its worker died
         raise Cancelled("cancelled")
     project = _project(root, spec["env"], spec["digests"], name, address)
+    if digest(store_url(project) or "") != spec["store"]:
+        raise ConfigError(
+            f"{name}: Dask worker {address} would keep state in another store than this machine "
+            "(its ELTMAKE_STORE or [project] store differs); set the same store on every worker"
+        )
     step = make_steps(project, [name])[name]
     recipe = project.recipes[step.kind]
-    state = LazyState(project)
+    # The step's secrets, masked before its lines and errors leave this machine.
+    mask.values = Redactor(recipe.secrets(project, step) or []).values
+    state = LazyState(project, spec["read_only"])
     ctx = StepContext(
         project,
         step,
@@ -223,7 +235,7 @@ def _run(spec: dict[str, Any], address: str, out: Channel) -> StepResult:
         record=spec["record"],
         state=state,  # type: ignore[arg-type]
         full_refresh=spec["full_refresh"],
-        log=out.log,
+        log=(lambda line: out.log(mask(line))) if mask else out.log,
         progress=out.progress,
         procs=_PROCS,
         run_id=spec["run_id"],

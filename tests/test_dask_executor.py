@@ -441,6 +441,21 @@ def test_a_lock_held_elsewhere_on_the_cluster_makes_the_step_wait(project, clust
     assert (project.root / "span-a.txt").exists()
 
 
+def test_a_worker_that_would_use_another_store_refuses_the_step(project, tmp_path):
+    # This worker was told to keep state in a shared store; the build keeps it in the project.
+    env = {"ELTMAKE_STORE": "postgresql://eltmake@127.0.0.1:1/elsewhere"}
+    lone = Cluster(tmp_path / "lone", workers=1, nthreads=1, env=env)
+    try:
+        project.toml('[targets.a]\nrun = "touch ran"\n')
+        events = project.events("build", "--executor", lone.address, check=1)
+        step = next(e for e in events if e["event"] == "step")
+        assert step["status"] == "failed"
+        assert "would keep state in another store than this machine" in step["error"]
+        assert not (project.root / "ran").exists()
+    finally:
+        lone.close()
+
+
 def test_ctrl_c_stops_the_remote_processes(project, cluster):
     project.toml(f"[targets.slow]\n{SLEEPER}\n")
     build = Build(project, "--executor", cluster.address)
@@ -472,10 +487,11 @@ def test_a_killed_worker_fails_its_step_naming_it(project, tmp_path):
         assert f"Dask worker {address} died while running this step" in step["error"]
         assert "\n" not in step["error"]
         assert project.run("status").returncode == 1  # no record: it runs again next time
+        # The worker had no chance to stop its step's processes: eltmake's guard process did.
+        _wait("the dead worker's step processes to end", lambda: not _alive(child))
     finally:
         lone.close()
-        # A worker killed with SIGKILL cannot stop its step's processes: the test does.
-        if (project.root / "pid.txt").exists():
+        if (project.root / "pid.txt").exists():  # whatever the outcome, leave nothing behind
             try:
                 os.killpg(int(_text(project.root / "pid.txt")), signal.SIGKILL)
             except ProcessLookupError:
