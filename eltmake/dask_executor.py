@@ -201,6 +201,7 @@ class DaskExecutor:
             "locks": list(run.step.locks),
             "store": self._store,  # a digest: workers must resolve the same store themselves
             "read_only": bool(getattr(run.state, "read_only", False)),
+            "warm": run.warm,
             "debug": self.debug,
         }
         future: Future = Future()

@@ -241,6 +241,7 @@ def _run(spec: dict[str, Any], address: str, out: Channel, mask: Redactor) -> St
         run_id=spec["run_id"],
         changed_inputs=spec["changed_inputs"],
         cancelled=threading.Event(),
+        warm=spec["warm"],
     )
     finished = threading.Event()
     threading.Thread(target=_flush_loop, args=(out, finished), daemon=True).start()
@@ -323,8 +324,8 @@ def _signature(root: Path) -> tuple:
 
 
 def _install(project: Project, recipe: Recipe, step: Step, echo: Any) -> None:
-    """Install the step's tools on this worker when missing (a worker with another Python, or
-    its own tools folder); on a shared disk they are usually there already."""
+    """Install the step's tools on this worker when missing: tools live in each user's cache
+    folder (or ``ELTMAKE_TOOLS_DIR``), so a worker on another machine installs them once."""
     names = recipe.tools(project, step) or []
     if not names:
         return
