@@ -118,6 +118,7 @@ class Scheduler:
         self._masks: dict[str, Redactor] = {}  # steps with secrets to mask in what they show
         self._lock = threading.Lock()
         self._stop_reason: str | None = None  # set from any thread; read by the loop
+        self._stopped_by: str | None = None  # the failure that stopped the running steps
         self.status = "ok"
         self.superseded = False  # cancel() was called: an edit in watch mode
 
@@ -318,7 +319,7 @@ class Scheduler:
             return self._fail(name, Outcome("cancelled", str(e) or "cancelled", duration))
         except StepError as e:
             if cancelled:  # "killed by signal 15" is our own doing: not news
-                return self._fail(name, Outcome("cancelled", d.reason, duration))
+                return self._fail(name, Outcome("cancelled", self._why_cancelled(d), duration))
             return self._fail(
                 name, Outcome("failed", d.reason, duration, error=str(e), tail=e.tail)
             )
@@ -326,12 +327,12 @@ class Scheduler:
             return self._fail(name, Outcome("failed", d.reason, duration, error=str(e)))
         except BaseException as e:
             if cancelled:
-                return self._fail(name, Outcome("cancelled", "cancelled", duration))
+                return self._fail(name, Outcome("cancelled", self._why_cancelled(d), duration))
             tail = traceback.format_exc().splitlines() if self.opts.debug else []
             msg = f"{name}: internal error in the {step.kind} recipe: {type(e).__name__}: {e}"
             return self._fail(name, Outcome("failed", d.reason, duration, error=msg, tail=tail))
         if cancelled:
-            return self._fail(name, Outcome("cancelled", "cancelled", duration))
+            return self._fail(name, Outcome("cancelled", self._why_cancelled(d), duration))
         missing = [o for o in step.outputs if not (self.project.root / o).exists()]
         if missing:
             msg = f"{name}: the step succeeded but did not write its output {missing[0]}"
@@ -355,6 +356,8 @@ class Scheduler:
             # (the history says so); any real failure makes it failed.
             edit = outcome.status == "cancelled" and self.superseded
             self.status = "superseded" if edit and self.status in ("ok", "superseded") else "failed"
+        if outcome.status == "failed" and not self.opts.keep_going and self._stopped_by is None:
+            self._stop_running(name)
         # Everything below a failed step is upstream_failed; breadth first so events read in order.
         todo = list(self.succs[name])
         while todo:
@@ -363,6 +366,26 @@ class Scheduler:
                 continue
             self._emit(n, Outcome("upstream_failed", f"upstream {name} {outcome.status}"))
             todo.extend(self.succs[n])
+
+    def _why_cancelled(self, d: Decision) -> str:
+        if self._stopped_by is not None and self._stop_reason != "interrupted":
+            return f"stopped: {self._stopped_by} failed (-k lets running steps finish)"
+        return d.reason
+
+    def _stop_running(self, failed: str) -> None:
+        """Without -k, a failure stops the other running steps too (their processes, here or on a
+        cluster, within about a second): what they would still produce is not wanted, and a
+        build that failed should end soon. What they committed stays (a Singer load keeps every
+        bookmark its target emitted)."""
+        self._stopped_by = failed
+        with self._lock:
+            runs = [r.run for r in self._running.values()]
+        if runs:
+            threading.Thread(
+                target=lambda: [self.executor.cancel(run, grace=1.0) for run in runs],
+                name="stop-running",
+                daemon=True,
+            ).start()
 
     def _release(self, name: str) -> None:
         for s in self.succs[name]:

@@ -429,3 +429,36 @@ def test_steps_sharing_a_lock_take_turns(project):
     (x0, x1), (y0, y1), (z0, z1) = (map(float, project.read(f"{n}.t").split()) for n in "xyz")
     assert x1 <= y0 or y1 <= x0  # never at once
     assert z0 < max(x1, y1) and min(x0, y0) < z1  # an unlocked step still runs alongside
+
+
+def test_a_failure_without_keep_going_stops_the_running_steps(project):
+    """Without -k, a failed step stops the others still running (here: one waiting for a file
+    that never comes); with -k they finish."""
+    project.toml(
+        """
+        [targets.slow]
+        run = "echo $$ > slow.pid; while [ ! -e go ]; do sleep 0.05; done; echo done > slow.txt"
+        [targets.broken]
+        run = "while [ ! -e slow.pid ]; do sleep 0.05; done; exit 3"
+        """
+    )
+    events = project.events("build", "-j", "2", check=1)
+    steps = {e["target"]: e for e in events if e["event"] == "step"}
+    assert steps["broken"]["status"] == "failed"
+    assert steps["slow"]["status"] == "cancelled"
+    assert steps["slow"]["reason"] == "stopped: broken failed (-k lets running steps finish)"
+    assert not (project.root / "slow.txt").exists()
+    pid = int(project.read("slow.pid"))
+    deadline = time.time() + 30
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    # With -k the running step goes on (here it is released once the failure is in).
+    (project.root / "slow.pid").unlink()
+    (project.root / "go").write_text("")
+    steps = {
+        e["target"]: e["status"]
+        for e in project.events("build", "-j", "2", "-k", check=1)
+        if e["event"] == "step"
+    }
+    assert steps == {"slow": "built", "broken": "failed"}
