@@ -66,10 +66,17 @@ def loader_warehouse(project: Project, name: str) -> Warehouse | None:
 
         resolved = resolve_config(project, tool(project, "loaders", name))
         settings = {
-            "host": resolved.get("host"),
-            "port": resolved.get("port"),
-            "user": resolved.get("user"),
-            "database": resolved.get("database") or resolved.get("dbname"),
+            **_from_url(resolved.get("sqlalchemy_url")),
+            **{
+                k: v
+                for k, v in {
+                    "host": resolved.get("host"),
+                    "port": resolved.get("port"),
+                    "user": resolved.get("user"),
+                    "database": resolved.get("database") or resolved.get("dbname"),
+                }.items()
+                if v not in (None, "")
+            },
             "schema": resolved.get("default_target_schema"),
         }
         clean = {k: v for k, v in settings.items() if v not in (None, "")}
@@ -77,6 +84,27 @@ def loader_warehouse(project: Project, name: str) -> Warehouse | None:
             clean["port"] = int(clean["port"])
         return Warehouse(name, "postgres", clean, [])
     return None
+
+
+def _from_url(url: Any) -> dict[str, Any]:
+    """host, port, user and database of a ``postgresql+driver://user@host:port/db`` URL (its
+    password, if any, is left out: settings never hold one)."""
+    if not isinstance(url, str) or "://" not in url:
+        return {}
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    out = {
+        "host": parts.hostname,
+        "port": port,
+        "user": unquote(parts.username) if parts.username else None,
+        "database": unquote(parts.path.lstrip("/")) or None,
+    }
+    return {k: v for k, v in out.items() if v not in (None, "")}
 
 
 def stream_table(project: Project, loader: str, stream: str) -> tuple[str, str] | None:

@@ -173,14 +173,15 @@ def duckdb_missing(
         return sorted(want)
     key = str(path)
     with _lock:
-        seen = _seen.get(key)
-        if seen is not None and seen[0] == ident:
-            return sorted(k for k, low in want.items() if low not in seen[1])
         cache = _cache(project)
         entry = cache["duckdb"].get(key)
         verified = set(entry["relations"]) if entry and entry.get("id") == ident else set()
         if set(want.values()) <= verified:
             return []
+        seen = _seen.get(key)
+        if seen is not None and seen[0] == ident:
+            _verified(project, key, ident, {low for low in want.values() if low in seen[1]})
+            return sorted(k for k, low in want.items() if low not in seen[1])
     try:
         present = _duckdb_relations(path)
     except CannotCheck as e:
@@ -192,16 +193,23 @@ def duckdb_missing(
     after = duckdb_identity(path)
     with _lock:
         _seen[key] = (after if after == ident else None, present)
-        if after == ident and not _racy(ident):
-            found = {low for low in want.values() if low in present}
-            cache = _cache(project)
-            old = cache["duckdb"].get(key)
-            if old and old.get("id") == ident:
-                found |= set(old["relations"])
-            if not old or old.get("id") != ident or not found <= set(old["relations"]):
-                cache["duckdb"][key] = {"id": ident, "relations": sorted(found)}
-                _save_cache(project, cache)
+        if after == ident:
+            _verified(project, key, ident, {low for low in want.values() if low in present})
     return sorted(k for k, low in want.items() if low not in present)
+
+
+def _verified(project: Project, key: str, ident: list[int], found: set[str]) -> None:
+    """Add ``found`` to the relations verified at ``ident`` (kept unless the file is racy)."""
+    if _racy(ident) or not found:
+        return
+    cache = _cache(project)
+    old = cache["duckdb"].get(key)
+    if old and old.get("id") == ident:
+        if found <= set(old["relations"]):
+            return
+        found = found | set(old["relations"])
+    cache["duckdb"][key] = {"id": ident, "relations": sorted(found)}
+    _save_cache(project, cache)
 
 
 def forget_duckdb(path: Path) -> None:
