@@ -102,6 +102,9 @@ def run_step(ctx: StepContext) -> StepResult:
     argv = argv_for(exe, tf, cfg, ctx.full_refresh, only)
     env = _config.dbt_env(project, tf, ctx.env)
     check_connection(project, tf, step.name, env)
+    db = _config.database_file(project, tf)
+    if db is not None:  # DuckDB creates the file, not its folder ("data/warehouse.duckdb")
+        db.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with _manifest.project_lock(project, tf):
         ctx.progress("dbt " + step.params["command"])
