@@ -447,13 +447,13 @@ def check_outputs(project: Project, step: Step, record: dict[str, Any] | None = 
         missing = W.duckdb_missing(project, db, rels, "relations")
     else:
         try:
-            conn = W.pg_check_connection(
+            missing = W.pg_missing_now(
                 wh.settings,
                 {**project.environ, **v.tf.env},
+                rels,
                 where=_config.warehouse_where(v.tf),
                 password=_config.profile_password(project, v.tf),
             )
-            missing = W.pg_missing(conn, rels)
         except W.Unreachable as e:
             return f"cannot check its relations: {e}"
         except W.CannotCheck as e:

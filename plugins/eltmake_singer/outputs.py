@@ -75,13 +75,13 @@ def _missing(project: Project, step: Step, wh: Warehouse, places: list) -> list[
         return W.duckdb_missing(project, _path(project, wh), places)
     if wh.type == "postgres":
         try:
-            conn = W.pg_check_connection(
+            return W.pg_missing_now(
                 wh.settings,
                 project.environ,
+                places,
                 where=f"loaders.{wh.name}.config",
                 password=loader_password(project, wh.name),
             )
-            return W.pg_missing(conn, places)
         except W.Unreachable as e:
             return f"cannot check its tables: {e}"
         except W.CannotCheck as e:  # psycopg is not installed: say so, check nothing

@@ -327,23 +327,37 @@ def pg_missing(conn: Any, wanted: Iterable[tuple[str, str]]) -> list[str]:
 _pg_conns: dict[tuple, Any] = {}
 
 
-def pg_check_connection(
-    settings: dict[str, Any], environ: dict[str, str], *, where: str, password: str | None = None
-) -> Any:
-    """A shared connection for decisions (check_outputs), opened once per server and process."""
+def pg_missing_now(
+    settings: dict[str, Any],
+    environ: dict[str, str],
+    wanted: Iterable[tuple[str, str]],
+    *,
+    where: str,
+    password: str | None = None,
+) -> list[str]:
+    """:func:`pg_missing` over a connection shared by the decisions of this process (opened once
+    per server; a connection that broke since, say in a long watch, is opened again once).
+    Raises :class:`Unreachable` / :class:`CannotCheck` like :func:`pg_connect`."""
+    psycopg = _psycopg()
     pw = password if password not in (None, "") else environ.get("PGPASSWORD", "")
-    key = (
-        settings.get("host"),
-        settings.get("port"),
-        settings.get("user"),
-        settings.get("database"),
-        pw,
-    )
-    with _lock:
-        conn = _pg_conns.get(key)
-        if conn is not None and not conn.closed:
-            return conn
-    conn = pg_connect(settings, environ, where=where, password=password)
-    with _lock:
-        _pg_conns[key] = conn
-    return conn
+    key = tuple(settings.get(k) for k in ("host", "port", "user", "database")) + (pw,)
+    for attempt in (1, 2):
+        with _lock:
+            conn = _pg_conns.get(key)
+        if conn is None or conn.closed:
+            conn = pg_connect(settings, environ, where=where, password=password)
+            with _lock:
+                _pg_conns[key] = conn
+        try:
+            return pg_missing(conn, wanted)
+        except psycopg.Error as e:
+            with _lock:
+                _pg_conns.pop(key, None)
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+            if attempt == 2:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise Unreachable(f"PostgreSQL at {pg_settings_text(settings)}: {first}") from None
+    raise AssertionError("unreachable")
