@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 def add_commands(commands: Commands) -> None:
     p = commands.add(
         "config",
-        help="print a tool's resolved config (secrets shown as ****)",
+        help="print a Singer tool's resolved config, or a transformer's profile (secrets: ****)",
         func=cmd_config,
         description="Print the config an extractor, loader or mapper receives: its table's "
         "config with ${VAR} and <TOOL>_<SETTING> environment overrides applied, secrets masked. "
