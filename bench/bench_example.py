@@ -119,10 +119,14 @@ class ByHand:
             self.target = Path(sys.executable).parent / "eltmake-target-duckdb"
             target = {"path": "warehouse.duckdb", "default_target_schema": "raw"}
         (conf / "target.json").write_text(json.dumps(target))
-        # The profile eltmake generates, copied, so that dbt does the same work.
-        (conf / "profiles.yml").write_text(
-            (root / ".eltmake/dbt/dbt/profiles.yml").read_text().replace("eltmake", "hand")
-        )
+        # The profile eltmake generates, copied (its target renamed), so that dbt does the same
+        # work.
+        text = (root / ".eltmake/dbt/dbt/profiles.yml").read_text()
+        profile = json.loads(text.split("\n", 1)[1])
+        for entry in profile.values():
+            entry["outputs"] = {"hand": entry["outputs"].pop(entry["target"])}
+            entry["target"] = "hand"
+        (conf / "profiles.yml").write_text(json.dumps(profile, indent=2))
         self.dbt_env = {
             **env,
             "DBT_PROFILES_DIR": str(conf),
