@@ -265,6 +265,8 @@ def view(project: Project, step: Step) -> View:
 
         problem = nothing_selected(step.name, info, step.params).split(";")[0]
         problem = problem.removeprefix(f"{step.name}: ")
+    elif not _manifest.may_start_dbt():
+        problem = "dbt has not resolved this selection yet (the next build asks it)"
     else:
         problem = "dbt refused the selection (`eltmake build` shows its message)"
     return View(tf, info, _remembered(project, tf, step), problem)

@@ -200,8 +200,8 @@ def run_step(ctx: StepContext) -> StepResult:
         stats["full_refresh"] = True
     from eltmake_singer.outputs import tables_now
 
-    previous = ((ctx.record or {}).get("stats") or {}).get("tables")
-    tables = tables_now(project, loader.name, previous, result.counts, result.announced)
+    previous_tables = ((ctx.record or {}).get("stats") or {}).get("tables")
+    tables = tables_now(project, loader.name, previous_tables, result.counts, result.announced)
     if tables:
         stats["tables"] = tables
     if total == 0 and ctx.changed_inputs and not full_refresh:
@@ -310,8 +310,10 @@ def _run_with_state(
 
     cfg = ctx.step.target.config
     stored = ctx.state.get(state_id)
+    restarted = False
     if stored is not None and "state" in caps and not full_refresh:
         stored = without_gone_streams(ctx, stored, stats)
+        restarted = stored is None
     if "state" not in caps:
         ctx.log(
             f"{tap.name} does not declare the 'state' capability: it gets no --state, so every "
@@ -331,7 +333,7 @@ def _run_with_state(
         tap_argv = [*tap_argv, "--state", str(state_path)]
         stats["state"] = "resumed"
     else:
-        stats["state"] = "first run"
+        stats["state"] = "destination gone: no state" if restarted else "first run"
 
     def on_state(value: Any) -> None:
         ctx.state.update(state_id, lambda old: merge_state(old, value))
