@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The throwaway PostgreSQL server (session) and a fresh database per test, for every module.
+from pgserver import pg_env, pg_server  # noqa: F401
+
 
 class Project:
     """A temporary eltmake project folder, and ``eltmake`` run in it as a subprocess."""

@@ -4,13 +4,16 @@ A built-in plugin written only against :mod:`eltmake.api`, as a user's plugin wo
 (a target with ``transform`` is a dbt step) and the hooks for its table, inferred edges and tools.
 One concern per module:
 
-* :mod:`~eltmake_dbt.config`: the transformer table, the target keys, the generated DuckDB profile;
+* :mod:`~eltmake_dbt.config`: the transformer table, the target keys, the generated profile
+  (DuckDB or PostgreSQL) and the warehouse the models land in;
+* :mod:`~eltmake_dbt.profiles`: a project's own profiles.yml, rendered where eltmake can;
 * :mod:`~eltmake_dbt.manifest`: dbt's manifest, summarised and cached by the dbt project's file
   digests, so a no-op build never starts dbt;
 * :mod:`~eltmake_dbt.select`: dbt's selection syntax over that summary (``dbt ls`` as fallback);
 * :mod:`~eltmake_dbt.lineage`: which extract-load targets load the sources a dbt target reads;
-* :mod:`~eltmake_dbt.transform`: the step's selection and key; :mod:`~eltmake_dbt.run`: running
-  dbt and the table-checksum fingerprint.
+* :mod:`~eltmake_dbt.transform`: the step's selection, key and output checks;
+  :mod:`~eltmake_dbt.run`: running dbt and the table-checksum fingerprint;
+* :mod:`~eltmake_dbt.describe`: ``eltmake config NAME`` for a transformer.
 
 dbt itself runs in its own tool environment (``eltmake install``). See docs/dbt.md.
 """
@@ -57,7 +60,7 @@ class DbtTransform(Recipe):
     def check_outputs(self, project, step, record):
         from eltmake_dbt import transform
 
-        return transform.check_outputs(project, step)
+        return transform.check_outputs(project, step, record)
 
     def run(self, ctx):
         from eltmake_dbt import run
@@ -101,6 +104,14 @@ def eltmake_infer_deps(project):
 def eltmake_tools(project):
     tables = project.tables.get(_config.TABLE) or {}
     return [_config.transformer(project, name).spec() for name in tables]
+
+
+def describe_config(project, name):
+    """For ``eltmake config NAME`` (the Singer plugin's command asks every plugin module): the
+    transformer's resolved profile, target and vars, secrets shown as ****."""
+    from eltmake_dbt.describe import describe
+
+    return describe(project, name)
 
 
 @hookimpl

@@ -4,10 +4,15 @@ A transformer is one dbt project run by one dbt installation. Everything here is
 ``stat`` calls at most) because it runs on every load, including no-op builds.
 
 The profile: dbt needs a ``profiles.yml``. When the transformer names none (no ``profiles_dir``
-and no ``profiles.yml`` in the dbt project) and the eltmake project has a DuckDB loader, we write
-one for that DuckDB file under ``.eltmake/dbt/NAME/``: the example, and most laptop projects, then
-need no hand-written profile, and ``--env prod`` (which overrides the loader's ``path``) moves the
-dbt models to the same file as the loads.
+and no ``profiles.yml`` in the dbt project), we write one under ``.eltmake/dbt/NAME/`` for the
+warehouse the loads go to: a DuckDB file, or a PostgreSQL server (host, port, user and database
+from the loader's settings; the password only through ``PGPASSWORD`` in dbt's environment, never
+in the file). The example, and most laptop projects, then need no hand-written profile, and
+``--env prod`` (which overrides the loader's settings) moves the dbt models with the loads.
+
+Which warehouse: the transformer's ``warehouse`` key (a loader's name, or a DuckDB file path: no
+``[loaders]`` table needed), else the one warehouse the project's extract-load targets write,
+else the one the loaders declare.
 """
 
 from __future__ import annotations
@@ -19,20 +24,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eltmake.api import ConfigError, ToolSpec, did_you_mean, warehouses, write_atomic
+from eltmake.api import (
+    ConfigError,
+    ToolSpec,
+    Warehouse,
+    did_you_mean,
+    path_lock,
+    warehouses,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from eltmake.api import Project, Target
+    from eltmake_dbt.profiles import Profile
 
 KIND = "dbt"
 TABLE = "transformers"
-TABLE_DOC = "dbt projects and the dbt installation that runs them: pip_url, project_dir, profiles_dir, target, vars"
+TABLE_DOC = "dbt projects and the dbt installation that runs them: pip_url, project_dir, profiles_dir, warehouse, target, vars"
 PIN = "dbt-core~=1.11.0 dbt-duckdb~=1.11.0"
 TRANSFORMER_KEYS: dict[str, tuple[type, ...]] = {
     "pip_url": (str,),
     "executable": (str,),
     "project_dir": (str,),
     "profiles_dir": (str,),
+    "warehouse": (str,),
     "target": (str,),
     "vars": (dict,),
     "env": (dict,),
@@ -50,6 +65,10 @@ RECIPE_KEYS: dict[str, tuple[type, ...]] = {
 COMMANDS = ("build", "run", "test", "seed", "snapshot")
 DUCKDB_LOADER = "eltmake-target-duckdb"
 PROFILE_TARGET = "eltmake"
+KINDS = ("duckdb", "postgres")  # the warehouses a profile can be generated for
+# The generated Postgres profile reads the password from dbt's environment, never from the file;
+# with a default, so that a server that wants none (trust, .pgpass) needs no variable.
+PG_PASSWORD = "{{ env_var('PGPASSWORD', '') }}"
 _PROFILE_RE = re.compile(r"""^profile\s*:\s*['"]?([A-Za-z0-9_\-]+)['"]?\s*(?:#.*)?$""", re.M)
 
 
@@ -61,12 +80,13 @@ class Transformer:
     pip_url: str | None
     executable: str
     project_dir: Path  # absolute
-    profiles_dir: Path | None  # absolute; None: generated for the DuckDB loader
-    duckdb_path: str | None  # the loader's path as configured (for a generated profile)
+    profiles_dir: Path | None  # absolute; None: generated for the warehouse
+    duckdb_path: str | None  # a generated DuckDB profile's file, as configured
     target: str | None
     vars: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     threads: int = 4
+    warehouse: Warehouse | None = None  # what a generated profile points at
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.pip_url, self.executable, plugin="dbt")
@@ -134,11 +154,19 @@ def validate(project: Project) -> None:
                 f"{where}.profiles_dir: no profiles.yml in {raw['profiles_dir']!r}; "
                 "remove profiles_dir to use a generated DuckDB profile, or write one there"
             )
-        if tf.profiles_dir is None and tf.duckdb_path is None:
+        if tf.profiles_dir is None and tf.warehouse is None:
+            several = _candidates(project)
+            if len(several) > 1:
+                names = ", ".join(sorted({w.name for w in several}))
+                raise ConfigError(
+                    f"{where}: which warehouse does dbt write? The loaders write several "
+                    f'({names}): set warehouse = "LOADER" (or a DuckDB file path), or profiles_dir'
+                )
             raise ConfigError(
                 f"{where}: no dbt profile: set profiles_dir to the folder of your profiles.yml, put "
-                "a profiles.yml in project_dir, or add a DuckDB loader "
-                f'([loaders.duckdb] executable = "{DUCKDB_LOADER}", config.path = "x.duckdb")'
+                'a profiles.yml in project_dir, set warehouse = "warehouse.duckdb", or add a '
+                f'DuckDB loader ([loaders.duckdb] executable = "{DUCKDB_LOADER}", config.path = '
+                '"x.duckdb")'
             )
 
 
@@ -178,18 +206,55 @@ def transformer(project: Project, name: str) -> Transformer:
         profiles_dir = (project.root / raw["profiles_dir"]).resolve()
     elif (project_dir / "profiles.yml").is_file():
         profiles_dir = project_dir
+    wh = None if profiles_dir else choose_warehouse(project, name, raw.get("warehouse"))
     return Transformer(
         name=name,
         pip_url=raw.get("pip_url") or None,
         executable=raw.get("executable") or "dbt",
         project_dir=project_dir,
         profiles_dir=profiles_dir,
-        duckdb_path=None if profiles_dir else duckdb_path(project),
+        duckdb_path=wh.settings.get("path") if wh is not None and wh.type == "duckdb" else None,
         target=raw.get("target"),
         vars=dict(raw.get("vars", {})),
         env={k: str(v) for k, v in raw.get("env", {}).items()},
         threads=int(raw.get("threads", 4)),
+        warehouse=wh,
     )
+
+
+def _candidates(project: Project) -> list[Warehouse]:
+    """The distinct warehouses a profile could be generated for: those the extract-load targets
+    write, else all the loaders declare."""
+    declared = [w for w in warehouses(project) if w.type in KINDS]
+    used = {t.config.get("load") for t in project.targets.values() if "extract" in t.config}
+    pool = [w for w in declared if w.name in used] or declared
+    distinct: dict[str, Warehouse] = {}
+    for w in pool:
+        distinct.setdefault(json.dumps([w.type, w.settings], sort_keys=True, default=str), w)
+    return list(distinct.values())
+
+
+def choose_warehouse(project: Project, name: str, wanted: str | None) -> Warehouse | None:
+    """The warehouse a generated profile points at (see the module docstring)."""
+    if wanted:
+        declared = {w.name: w for w in warehouses(project)}
+        if wanted in declared and declared[wanted].type in KINDS:
+            return declared[wanted]
+        where = _where(project, TABLE, name, "warehouse")
+        if wanted in (project.tables.get("loaders") or {}):
+            raise ConfigError(
+                f"{where}: loader {wanted!r} writes no database eltmake can point dbt at (a DuckDB "
+                "file or a PostgreSQL server); set profiles_dir to your own profiles.yml"
+            )
+        if wanted.endswith((".duckdb", ".db", ".ddb")) or "/" in wanted:
+            lock = path_lock(project, wanted)
+            return Warehouse(f"transformers.{name}.warehouse", "duckdb", {"path": lock}, [lock])
+        raise ConfigError(
+            f"{where}: {wanted!r} is neither a loader{did_you_mean(wanted, declared)} nor a "
+            'DuckDB file (e.g. warehouse = "warehouse.duckdb")'
+        )
+    found = _candidates(project)
+    return found[0] if len(found) == 1 else None
 
 
 def target_transformer(project: Project, target: Target) -> Transformer:
@@ -208,15 +273,6 @@ def as_list(value: str | list[str] | None) -> list[str]:
 # --- the DuckDB loader and the generated profile ----------------------------------------------
 
 
-def duckdb_path(project: Project) -> str | None:
-    """The one DuckDB file the project's loaders write (as the plugins declare their warehouses),
-    relative to the project when inside it; None when there is none, or several (then the user
-    names a profile)."""
-    paths = {w.settings.get("path") for w in warehouses(project) if w.type == "duckdb"}
-    paths.discard(None)
-    return paths.pop() if len(paths) == 1 else None
-
-
 def profile_name(tf: Transformer) -> str:
     """The ``profile:`` of dbt_project.yml (a regex: eltmake has no YAML parser, and needs none)."""
     try:
@@ -227,28 +283,37 @@ def profile_name(tf: Transformer) -> str:
     return m.group(1) if m else "default"
 
 
-def profile_text(project: Project, tf: Transformer) -> str:
-    """The generated profiles.yml (JSON is YAML): the DuckDB file, absolute, schema ``main``."""
-    assert tf.duckdb_path is not None
-    path = Path(tf.duckdb_path)
-    if not path.is_absolute():
-        path = project.root / path
-    target = tf.target or PROFILE_TARGET
-    profile = {
-        profile_name(tf): {
-            "target": target,
-            "outputs": {
-                target: {
-                    "type": "duckdb",
-                    "path": str(path),
-                    "schema": "main",
-                    "threads": tf.threads,
-                }
-            },
-        }
+def generated_output(project: Project, tf: Transformer) -> dict[str, Any]:
+    """The output of the generated profile: the DuckDB file (absolute, schema ``main``) or the
+    PostgreSQL server (schema ``public``; the password read from ``PGPASSWORD`` by dbt)."""
+    wh = tf.warehouse
+    assert wh is not None
+    if wh.type == "duckdb":
+        path = Path(os.path.expanduser(wh.settings["path"]))
+        if not path.is_absolute():
+            path = project.root / path
+        return {"type": "duckdb", "path": str(path), "schema": "main", "threads": tf.threads}
+    s = wh.settings
+    return {
+        "type": "postgres",
+        "host": str(s.get("host") or "localhost"),
+        "port": int(s.get("port") or 5432),
+        "user": str(s.get("user") or ""),
+        "password": PG_PASSWORD,
+        "dbname": str(s.get("database") or ""),
+        "schema": "public",
+        "threads": tf.threads,
     }
+
+
+def profile_text(project: Project, tf: Transformer) -> str:
+    """The generated profiles.yml (JSON is YAML)."""
+    target = tf.target or PROFILE_TARGET
+    output = generated_output(project, tf)
+    profile = {profile_name(tf): {"target": target, "outputs": {target: output}}}
+    what = "DuckDB loader" if output["type"] == "duckdb" else "PostgreSQL warehouse"
     return (
-        "# Written by eltmake for the DuckDB loader; do not edit (set profiles_dir to use your own).\n"
+        f"# Written by eltmake for the {what}; do not edit (set profiles_dir to use your own).\n"
         + json.dumps(profile, indent=2)
     )
 
@@ -273,11 +338,78 @@ def profiles_dir(project: Project, tf: Transformer) -> Path:
     return folder
 
 
-def database_file(project: Project, tf: Transformer) -> Path | None:
-    """The DuckDB file the models land in, when eltmake knows it (generated profile)."""
-    if tf.duckdb_path is None:
+def user_profile(project: Project, tf: Transformer) -> Profile | None:
+    """The project's own profile, rendered where eltmake can (None with a generated one)."""
+    if tf.profiles_dir is None:
         return None
-    path = Path(tf.duckdb_path)
+    from eltmake_dbt.profiles import read_profile
+
+    return read_profile(project, tf, profile_name(tf))
+
+
+def models_warehouse(project: Project, tf: Transformer) -> tuple[Warehouse | None, str]:
+    """The database the models land in, as eltmake can reach it, or (None, why not).
+
+    From the generated profile, or from the project's own profile when it is DuckDB or
+    PostgreSQL and its values render (see :mod:`eltmake_dbt.profiles`)."""
+    if tf.warehouse is not None:
+        return tf.warehouse, ""
+    prof = user_profile(project, tf)
+    if prof is None:
+        return None, "no profile"
+    if prof.error:
+        return None, prof.error
+    where = f"{prof.file.name}: {prof.name}.outputs.{prof.target}"
+    if prof.type == "duckdb":
+        from eltmake_dbt.profiles import duckdb_file
+
+        if "path" in prof.unknown:
+            return None, f"{where}.path {prof.unknown['path']}"
+        file = duckdb_file(tf, prof)
+        if file is None:
+            return None, f"{where}.path is not a local file"
+        lock = path_lock(project, str(file))
+        return Warehouse(f"profile {prof.name}", "duckdb", {"path": lock}, [lock]), ""
+    if prof.type == "postgres":
+        keys = ("host", "port", "user", "dbname", "schema")
+        bad = [k for k in keys if k in prof.unknown]
+        if bad:
+            return None, f"{where}.{bad[0]} {prof.unknown[bad[0]]}"
+        o = prof.output
+        settings = {
+            "host": o.get("host"),
+            "port": o.get("port"),
+            "user": o.get("user"),
+            "database": o.get("dbname") or o.get("database"),
+            "schema": o.get("schema"),
+        }
+        return Warehouse(f"profile {prof.name}", "postgres", settings, []), ""
+    return None, f"{where}.type is {prof.type!r}: eltmake checks DuckDB and PostgreSQL only"
+
+
+def warehouse_where(tf: Transformer) -> str:
+    """Where the models' warehouse is configured, for messages."""
+    if tf.warehouse is not None:
+        name = tf.warehouse.name
+        return name if name.startswith("transformers.") else f"loaders.{name}.config"
+    return f"transformers.{tf.name} profile"
+
+
+def profile_password(project: Project, tf: Transformer) -> str | None:
+    """The password of the project's own profile, rendered (None: PGPASSWORD applies)."""
+    prof = user_profile(project, tf)
+    if prof is None or prof.error:
+        return None
+    value = prof.output.get("password") or prof.output.get("pass")
+    return str(value) if value not in (None, "") else None
+
+
+def database_file(project: Project, tf: Transformer) -> Path | None:
+    """The DuckDB file the models land in, when eltmake knows it."""
+    wh, _ = models_warehouse(project, tf)
+    if wh is None or wh.type != "duckdb":
+        return None
+    path = Path(os.path.expanduser(wh.settings["path"]))
     return path if path.is_absolute() else project.root / path
 
 

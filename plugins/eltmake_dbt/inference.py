@@ -1,11 +1,17 @@
 """``eltmake_infer_deps``: edges from extract-load targets (and other dbt targets) to dbt targets.
 
-Runs on every load, so it uses the cached manifest summary; dbt runs only when the dbt project's
-files changed since the last parse (and then it would have to run for the build anyway).
+Runs on every load, so it uses the cached manifest summary. In a build, dbt runs only when the
+dbt project's files changed since the last parse (and then it would have to run for the build
+anyway). Read-only commands (``list``, ``graph``, ``status``, ``build -n``) never install or start
+dbt: they use the last summary as it is, and without one they show the declared edges and say,
+once, when dbt lineage appears.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from eltmake_dbt import config as _config
@@ -15,6 +21,15 @@ from eltmake_dbt import transform as _transform
 
 if TYPE_CHECKING:
     from eltmake.api import Project
+
+
+_said: set[str] = set()
+
+
+def _say_once(text: str) -> None:
+    if text not in _said:
+        _said.add(text)
+        print(text, file=sys.stderr, flush=True)
 
 
 def infer(project: Project) -> list[tuple[str, str, str]]:
@@ -29,12 +44,32 @@ def infer(project: Project) -> list[tuple[str, str, str]]:
     for tf_name, targets in by_tf.items():
         tf = _config.transformer(project, tf_name)
         info = _manifest.load(project, tf)
-        if info is None or not info.nodes:
+        if info is None:
+            _say_once(
+                f"dbt: no lineage yet for {os.path.relpath(tf.project_dir, project.root)}/ (dbt "
+                "has not parsed it): edges from dbt sources appear after `eltmake install` or the "
+                "first build; until then only declared deps are shown"
+            )
+            continue
+        if not info.nodes:
             continue  # never parsed: the dbt step will show dbt's error
         selected: dict[str, list[str]] = {}
         for t in targets:
             step = _transform.make_step(project, t)
-            selected[t.name] = _transform.selection(project, tf, info, step.params) or []
+            if info.stale is not None or info.error:  # no dbt ls in a read-only command
+                from eltmake_dbt import select as _select
+
+                p = step.params
+                found = _select.resolve(
+                    info, tf.project_dir, p["select"], p["exclude"], p["command"]
+                )
+                if found is None:
+                    found = info.selections.get(
+                        json.dumps([p["command"], p["select"], p["exclude"]])
+                    )
+                selected[t.name] = found or []
+            else:
+                selected[t.name] = _transform.selection(project, tf, info, step.params) or []
         builders: dict[str, str] = {}  # node → the target that builds it
         for name, uids in selected.items():
             for uid in uids:

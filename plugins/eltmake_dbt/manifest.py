@@ -13,6 +13,10 @@ dbt takes 1.5-3 s to start, so it must not run on a no-op build. The rule:
 Saving a file with identical content costs one read of that file, never a parse. A parse that
 fails is cached too (by its digest), so a broken model does not re-run dbt on every command; the
 dbt step then re-runs and fails with dbt's own message.
+
+Read-only commands (``list``, ``graph``, ``status``, ``build -n``, ``config``, ``select``) never
+install dbt nor start it (:func:`may_start_dbt`): they use the last summary as it is, marked
+``stale`` with the files that changed since, or none at all on a fresh clone.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,10 +70,14 @@ class Info:
     ``nodes``: unique_id → {t: resource type, name, fqn, path, patch, parents, macros, tags,
     package, materialized, schema, alias, test_type}. ``macros``: unique_id → {path, package,
     macros}. ``sources``: unique_id → {source, name, schema, identifier, path}.
+    ``stale`` (not stored): the files that changed since this summary was made, when a
+    read-only command could not parse them (None: the summary is current).
     """
 
     digest: str
-    files: dict[str, list]  # rel → [size, mtime_ns, ino, content digest, shape digest]
+    # rel → [size, mtime_ns, ino, content digest, shape digest, env_var() names it reads]; a
+    # summary written by an older eltmake lacks the names, and its files are read once more
+    files: dict[str, list]
     project_name: str = ""
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     macros: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -77,9 +86,10 @@ class Info:
     tail: list[str] = field(default_factory=list)
     selections: dict[str, list[str]] = field(default_factory=dict)
     children: dict[str, list[str]] | None = None
+    stale: list[str] | None = None
 
     def to_json(self) -> bytes:
-        data = {k: v for k, v in self.__dict__.items() if k != "children"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("children", "stale")}
         data["version"] = INFO_VERSION
         return json.dumps(data, separators=(",", ":")).encode()
 
@@ -118,9 +128,15 @@ def walk(project_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
 
 
 _JINJA = re.compile(rb"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_ENV_VAR = re.compile(rb"""env_var\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 
 
-def _digests(path: Path) -> tuple[str, str | None]:
+def env_var_names(data: bytes) -> list[str]:
+    """The names a file reads with dbt's ``env_var('NAME')`` (their values enter the key)."""
+    return sorted({m.decode() for m in _ENV_VAR.findall(data)})
+
+
+def _digests(path: Path) -> tuple[str, str | None, list[str]]:
     """The file's content digest, and its *shape*: what of it can change dbt's manifest.
 
     dbt learns a SQL model's refs, sources, config and macros from its Jinja only, so the shape of
@@ -130,33 +146,44 @@ def _digests(path: Path) -> tuple[str, str | None]:
     """
     data = path.read_bytes()
     content = hashlib.blake2b(data, digest_size=16).hexdigest()
+    names = env_var_names(data) if b"env_var" in data else []
     if path.suffix == ".sql":
         jinja = b"\0".join(_JINJA.findall(data))
-        return content, hashlib.blake2b(jinja, digest_size=16).hexdigest()
+        return content, hashlib.blake2b(jinja, digest_size=16).hexdigest(), names
     if path.suffix == ".csv":
-        return content, "csv"
-    return content, None
+        return content, "csv", []
+    return content, None, names
 
 
 def file_digests(project_dir: Path, old: dict[str, list]) -> dict[str, list]:
-    """{rel: [size, mtime_ns, ino, digest, shape]}; unchanged stats reuse the recorded digests."""
+    """{rel: [size, mtime_ns, ino, digest, shape, env vars]}; unchanged stats reuse the recorded
+    digests."""
     now = time.time()
     out: dict[str, list] = {}
     for rel, st in walk(project_dir):
         sig = [st.st_size, st.st_mtime_ns, st.st_ino]
         prev = old.get(rel)
-        if prev is not None and prev[:3] == sig and prev[3] and len(prev) == 5:
+        if prev is not None and prev[:3] == sig and prev[3] and len(prev) == 6:
             out[rel] = prev
             continue
         try:
-            d, shape = _digests(project_dir / rel)
+            d, shape, names = _digests(project_dir / rel)
         except OSError:
             continue
         # A file written this very moment may change again within the same mtime tick: keep
         # no stat for it, so that the next walk reads it again ("racy git").
         racy = now - st.st_mtime_ns / 1e9 < RACY_S
-        out[rel] = [-1, -1, -1, d, shape] if racy else [*sig, d, shape]
+        out[rel] = [-1, -1, -1, d, shape, names] if racy else [*sig, d, shape, names]
     return out
+
+
+def changed_files(old: dict[str, list], new: dict[str, list]) -> list[str]:
+    """The files added, removed or edited between two walks (paths in the dbt project)."""
+    return sorted(
+        rel
+        for rel in set(old) | set(new)
+        if rel not in old or rel not in new or old[rel][3] != new[rel][3]
+    )
 
 
 def same_shape(old: dict[str, list], new: dict[str, list]) -> bool:
@@ -235,19 +262,65 @@ def project_lock(project: Project, tf: Transformer) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+READ_ONLY_COMMANDS = {"list", "graph", "status", "config", "select", "plugins", "state", "runs"}
+
+
+def may_start_dbt(argv: list[str] | None = None) -> bool:
+    """Whether this process may install dbt and start it to learn what the dbt project holds.
+
+    Not in read-only commands: ``list``, ``graph``, ``status``, ``build -n``, ``config``,
+    ``select`` (they must install nothing and start no tool). Everything else may: ``build``,
+    ``watch``, ``install`` (so lineage is known after it), ``invoke``, ``touch``, and code that
+    uses eltmake as a library. eltmake's core passes plugins nothing about the command, so this
+    reads it off eltmake's command line (see docs/dbt.md for the public API this stands in for).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not _is_eltmake(argv[0]):
+        return True
+    words = argv[1:]
+    command, skip = None, False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("-C", "--directory", "--env"):
+            skip = True
+        elif not w.startswith("-"):
+            command = w
+            break
+    if command in READ_ONLY_COMMANDS:
+        return False
+    if command == "build":
+        for w in words:
+            if w in ("-n", "--dry-run"):
+                return False
+            if w.startswith("-") and not w.startswith("--") and w[1:2] not in ("C", "j"):
+                if "n" in w[1:]:
+                    return False
+    return True
+
+
+def _is_eltmake(arg0: str) -> bool:
+    name = os.path.basename(arg0)
+    return name == "eltmake" or arg0.replace(os.sep, "/").endswith("eltmake/__main__.py")
+
+
 def load(
     project: Project,
     tf: Transformer,
     *,
-    parse: bool = True,
+    parse: bool | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Info | None:
     """The manifest summary for the dbt project as its files are now.
 
     Cheap when nothing changed (a walk and a small JSON read, memoised per process). Otherwise
-    parses with dbt (installing it first if needed) unless ``parse`` is False, in which case it
-    returns None. A failed parse returns an Info whose ``error`` is set.
+    parses with dbt (installing it first if needed) when ``parse`` is true (default: unless this
+    is a read-only command, :func:`may_start_dbt`); without a parse it returns the last summary
+    with ``stale`` set to the files changed since, or None when there has never been one. A
+    failed parse returns an Info whose ``error`` is set.
     """
+    if parse is None:
+        parse = may_start_dbt()
     key = (str(project.root), tf.name, project.env_name or "")
     with _memo_lock:
         memo = _memo.get(key)
@@ -276,7 +349,11 @@ def load(
             _memo[key] = old
         return old
     if not parse:
-        return None
+        if old is None:
+            return None
+        stale = Info(**{k: v for k, v in old.__dict__.items() if k not in ("children", "stale")})
+        stale.stale = changed_files(old.files, files)
+        return stale
     echo = echo or _stderr
     # Install first, then take the digest again: it holds dbt's installed versions, and one
     # taken before the install would not match the next build's (a second parse).

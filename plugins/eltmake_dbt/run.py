@@ -1,17 +1,21 @@
-"""Running a dbt step: the command line, dbt's output and errors, the table-checksum fingerprint."""
+"""Running a dbt step: the command line, dbt's output and errors, the table-checksum fingerprint.
+
+A PostgreSQL warehouse is tried from eltmake's own process before dbt starts, so that an
+unreachable server, a wrong password or a missing database fails the step in one line naming the
+setting (dbt's own message is longer, and with a password variable missing dbt-postgres sends
+the template text as the password)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eltmake.api import StepError, StepResult, digest, executable_path
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
-from eltmake_dbt.transform import step_info, step_uids
+from eltmake_dbt.transform import relations, step_info, step_uids
 
 if TYPE_CHECKING:
     from eltmake.api import Project, StepContext
@@ -97,6 +101,10 @@ def run_step(ctx: StepContext) -> StepResult:
         ctx.log(f"only what changed, and what depends on it: {', '.join(only)}")
     argv = argv_for(exe, tf, cfg, ctx.full_refresh, only)
     env = _config.dbt_env(project, tf, ctx.env)
+    check_connection(project, tf, step.name, env)
+    db = _config.database_file(project, tf)
+    if db is not None:  # DuckDB creates the file, not its folder ("data/warehouse.duckdb")
+        db.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with _manifest.project_lock(project, tf):
         ctx.progress("dbt " + step.params["command"])
@@ -161,14 +169,34 @@ def _summary(stats: dict[str, Any]) -> str:
     return ", ".join(f"{n} {s}" for s, n in stats.items())
 
 
-def relations(info: Info, uids: list[str]) -> list[tuple[str, str]]:
-    """(schema, name) of the tables and views that ``uids`` build."""
-    out = []
-    for uid in uids:
-        node = info.nodes.get(uid) or {}
-        if node.get("t") in _manifest.BUILDS_RELATION and node.get("materialized") != "ephemeral":
-            out.append((node["schema"], node["alias"]))
-    return sorted(set(out))
+def check_connection(project: Project, tf: Transformer, name: str, env: dict[str, str]) -> None:
+    """Fail in one line, before dbt starts, when the PostgreSQL warehouse cannot be used."""
+    from eltmake_singer import warehouse as W
+
+    wh, _ = _config.models_warehouse(project, tf)
+    prof = _config.user_profile(project, tf)
+    if prof is not None and prof.type == "postgres" and "password" in prof.unknown:
+        raise StepError(
+            f"{name}: {prof.file.name}: {prof.name}.outputs.{prof.target}.password "
+            f"{prof.unknown['password']}: set it (dbt-postgres would send the template text as "
+            "the password)"
+        )
+    if wh is None or wh.type != "postgres":
+        return
+    try:
+        conn = W.pg_connect(
+            wh.settings,
+            env,
+            where=_config.warehouse_where(tf),
+            password=_config.profile_password(project, tf),
+            password_where="PGPASSWORD" if prof is None else f"{prof.file.name} password",
+        )
+    except W.Unreachable as e:
+        raise StepError(f"{name}: {e}") from None
+    except W.CannotCheck as e:
+        W.note_once(str(e))
+        return
+    conn.close()
 
 
 def output_fingerprint(
@@ -176,37 +204,88 @@ def output_fingerprint(
 ) -> str | None:
     """An order-independent checksum of every relation the step built, or None (use the key).
 
-    For a DuckDB warehouse eltmake knows (the generated profile): open it read-only after dbt has
-    exited and, per relation, take its columns with their types, its row count and the sum of its
-    row hashes. A model rebuilt with the same rows gives the same fingerprint, so the steps below
-    it are skipped (early cutoff). Other adapters: None, and the core uses the step's key.
+    Computed in the database after dbt has exited, never by fetching rows: per relation, its
+    columns with their types, its row count and the sum of its row hashes (DuckDB: read-only
+    open, ``sum(hash(t))``; PostgreSQL: ``sum(hashtextextended(t::text, 0))`` with the session's
+    text formats pinned). A model rebuilt with the same rows gives the same fingerprint, so the
+    steps below it are skipped (early cutoff). A warehouse eltmake cannot read: None, and the
+    core uses the step's key.
     """
-    db = _config.database_file(project, tf)
+    from eltmake_singer import warehouse as W
+
+    wh, _ = _config.models_warehouse(project, tf)
     rels = relations(info, uids)
-    if db is None or not rels:
+    if wh is None or not rels:
         return None
     try:
-        sums = table_checksums(db, rels)
+        if wh.type == "duckdb":
+            db = _config.database_file(project, tf)
+            assert db is not None
+            sums = table_checksums(db, rels)
+            W.forget_duckdb(db)
+        else:
+            conn = W.pg_connect(
+                wh.settings,
+                {**ctx.env, **tf.env},
+                where=_config.warehouse_where(tf),
+                password=_config.profile_password(project, tf),
+            )
+            try:
+                sums = pg_checksums(conn, rels)
+            finally:
+                conn.close()
     except Exception as e:  # a fingerprint is an optimisation: never fail a good run over it
         ctx.log(f"(no table checksums, downstream steps re-run: {type(e).__name__}: {e})")
         return None
     return digest(sums)
 
 
+# Pinned so that a row's text, and so its hash, does not depend on the server's or the role's
+# settings (measured: TimeZone and DateStyle change it).
+PG_SESSION = (
+    "set TimeZone = 'UTC'",
+    "set DateStyle = 'ISO, MDY'",
+    "set IntervalStyle = 'postgres'",
+    "set extra_float_digits = 1",
+    "set bytea_output = 'hex'",
+)
+
+
+def pg_checksums(conn: Any, rels: list[tuple[str, str]]) -> dict[str, Any]:
+    """``{schema.name: [columns, count, sum of row hashes]}`` on PostgreSQL, one query each.
+
+    ``sum``, not ``bit_xor`` (xor cancels duplicate rows); ``hashtextextended`` (64-bit) over the
+    row's text; a view is checksummed by running it."""
+    from psycopg import sql
+
+    for statement in PG_SESSION:
+        conn.execute(statement)
+    out: dict[str, Any] = {}
+    for schema, name in rels:
+        regclass = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
+        cols = conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+            "where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped order by attnum",
+            [regclass],
+        ).fetchall()
+        if not cols:
+            out[f"{schema}.{name}"] = None
+            continue
+        query = sql.SQL(
+            "select count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) from {} as t"
+        ).format(sql.Identifier(schema, name))
+        count, total = conn.execute(query).fetchone()
+        out[f"{schema}.{name}"] = [[list(c) for c in cols], count, str(total)]
+    return out
+
+
 def table_checksums(db: Path, rels: list[tuple[str, str]]) -> dict[str, Any]:
     """``{schema.name: [columns, count, sum of row hashes]}``, read-only; the connection is
     closed before returning (DuckDB allows one writing process: the next step may be one)."""
-    import duckdb
+    from eltmake_singer.warehouse import open_duckdb
 
-    deadline = time.monotonic() + LOCK_RETRY_S
-    while True:
-        try:
-            con = duckdb.connect(str(db), read_only=True)
-            break
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)  # another process writes it right now (a load running in parallel)
+    # Another process may write it right now (a load running in parallel): wait for it.
+    con = open_duckdb(db, LOCK_RETRY_S)
     try:
         out: dict[str, Any] = {}
         for schema, name in rels:

@@ -6,7 +6,9 @@ warehouses, commands and the starter project. The modules hold one concern each:
 
 * :mod:`~eltmake_singer.config`: the ``[extractors]``/``[loaders]``/``[mappers]`` tables, the
   target keys, resolved config and secrets;
-* :mod:`~eltmake_singer.destinations`: which warehouse each loader writes;
+* :mod:`~eltmake_singer.destinations`: which warehouse each loader writes, and its tables;
+* :mod:`~eltmake_singer.outputs`: whether those tables still stand (``check_outputs``);
+* :mod:`~eltmake_singer.warehouse`: asking DuckDB and PostgreSQL cheaply (the dbt plugin too);
 * :mod:`~eltmake_singer.catalog`: capabilities, ``--discover`` (cached) and selection;
 * :mod:`~eltmake_singer.messages`: checking and fingerprinting the message stream;
 * :mod:`~eltmake_singer.runner`: the processes, the buffer, stderr, failures;
@@ -40,6 +42,11 @@ class SingerExtractLoad(Recipe):
 
     def definition(self, project, step):
         return _extract.definition(project, step)
+
+    def check_outputs(self, project, step, record):
+        from eltmake_singer.outputs import check
+
+        return check(project, step, record)
 
     def run(self, ctx):
         return _extract.run_step(ctx)

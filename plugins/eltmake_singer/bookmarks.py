@@ -33,6 +33,17 @@ def merge_state(stored: Any, emitted: Any) -> Any:
     return merged
 
 
+def drop_streams(state: Any, streams: list[str]) -> Any:
+    """A copy of ``state`` without the bookmarks of ``streams`` (they start from scratch)."""
+    if not isinstance(state, dict) or not isinstance(state.get("bookmarks"), dict):
+        return state
+    out = dict(state)
+    out["bookmarks"] = {k: v for k, v in state["bookmarks"].items() if k not in set(streams)}
+    if out.get("currently_syncing") in streams:
+        out["currently_syncing"] = None
+    return out
+
+
 def state_streams(state: Any) -> list[str]:
     """The streams that have a bookmark in ``state``."""
     if isinstance(state, dict) and isinstance(state.get("bookmarks"), dict):

@@ -1,4 +1,8 @@
-"""Singer commands: ``eltmake config NAME``, ``eltmake select EXTRACTOR --list`` and ``invoke``."""
+"""Singer commands: ``eltmake config NAME``, ``eltmake select EXTRACTOR --list`` and ``invoke``.
+
+``eltmake config NAME`` serves every kind of tool: a name that is not a Singer tool is asked of
+the other plugins' ``describe_config`` functions (:func:`describe_elsewhere`), so the dbt plugin
+answers for its transformers without the core knowing either."""
 
 from __future__ import annotations
 
@@ -36,12 +40,13 @@ if TYPE_CHECKING:
 def add_commands(commands: Commands) -> None:
     p = commands.add(
         "config",
-        help="print a Singer tool's resolved config (secrets shown as ****)",
+        help="print a Singer tool's resolved config, or a transformer's profile (secrets: ****)",
         func=cmd_config,
         description="Print the config an extractor, loader or mapper receives: its table's "
-        "config with ${VAR} and <TOOL>_<SETTING> environment overrides applied, secrets masked.",
+        "config with ${VAR} and <TOOL>_<SETTING> environment overrides applied, secrets masked. "
+        "For a dbt transformer: its resolved profile, target and vars.",
     )
-    p.add_argument("name", help="an extractor, loader or mapper")
+    p.add_argument("name", help="an extractor, loader, mapper, or a plugin's tool (dbt)")
 
     p = commands.add(
         "select",
@@ -91,8 +96,28 @@ def _tool_or_error(project: Project, name: str, tables: tuple[str, ...] = tuple(
     raise ConfigError(f"{project.file.name}: no {what} named {name!r}{hint}")
 
 
+def describe_elsewhere(project: Project, name: str) -> dict[str, Any] | None:
+    """What another plugin says about ``name`` (a dbt transformer...): every plugin module may
+    offer a plain ``describe_config(project, name)`` function returning a JSON-able dict, or None
+    when ``name`` is not its own. The first answer wins."""
+    if project.pm is None:
+        return None
+    for _, plugin in project.pm.list_name_plugin():
+        fn = getattr(plugin, "describe_config", None)
+        if callable(fn):
+            found = fn(project, name)
+            if found is not None:
+                return found
+    return None
+
+
 def cmd_config(args: Any) -> int:
     project = _load(args)
+    if find_tool(project, args.name) is None:
+        other = describe_elsewhere(project, args.name)
+        if other is not None:
+            print(json.dumps(other, indent=2, sort_keys=True, default=str))
+            return 0
     t = _tool_or_error(project, args.name)
     config = resolve_config(project, t)
     print(json.dumps(redact(t, config), indent=2, sort_keys=True))

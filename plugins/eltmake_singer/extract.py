@@ -14,11 +14,16 @@ Choices, and why:
 * State: only what the target emits (its commits) is saved, each state as it arrives, merged per
   stream into the state store under ``state_id`` while holding its lease. ``--full-refresh``
   (or ``full_refresh = true``) runs the tap without ``--state`` and re-discovers its catalog;
-  the merge keeps the bookmarks of streams the run does not touch.
+  the merge keeps the bookmarks of streams the run does not touch. A stream whose table is gone
+  from the warehouse (:mod:`eltmake_singer.outputs`) is passed no bookmark, so it is delivered
+  again; the others keep theirs.
+* Changed inputs, nothing delivered: a file tap that keeps its own state (modification times)
+  can take an edited file for one it has read. eltmake then says so, with the remedy.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +128,7 @@ def run_step(ctx: StepContext) -> StepResult:
     where = f"{project.file.name}: targets.{target.name}.timeout"
     timeout = timeout_seconds(cfg.get("timeout"), where)
     stats: dict[str, Any] = {}
+    check_connection(ctx, loader)
 
     with ctx.private_dir() as private:
         paths = {
@@ -191,6 +197,17 @@ def run_step(ctx: StepContext) -> StepResult:
     )
     if full_refresh:
         stats["full_refresh"] = True
+    from eltmake_singer.outputs import tables_now
+
+    previous_tables = ((ctx.record or {}).get("stats") or {}).get("tables")
+    tables = tables_now(project, loader.name, previous_tables, result.counts, result.announced)
+    if tables:
+        stats["tables"] = tables
+    if total == 0 and ctx.changed_inputs and not full_refresh:
+        warning = nothing_delivered(target.name, tap.name, ctx.changed_inputs)
+        ctx.log(f"warning: {warning}")
+        print(f"eltmake: warning: {warning}", file=sys.stderr, flush=True)
+        stats["warning"] = warning
     loader_facts = key_facts(project, loader, configs[loader.name])
     previous = (ctx.record or {}).get("fingerprint")
     if total == 0 and previous:
@@ -204,7 +221,70 @@ def run_step(ctx: StepContext) -> StepResult:
         )
     rate = total / result.duration_s if result.duration_s > 0 else 0.0
     message = f"{total:,} records in {len(result.counts)} streams ({rate:,.0f}/s)"
+    if "warning" in stats:
+        message += f"; warning: {stats['warning']}"
     return StepResult(fingerprint=fingerprint, stats=stats, message=message)
+
+
+def nothing_delivered(target: str, tap: str, changed: list[str]) -> str:
+    """The warning for a re-run caused by changed inputs that delivered no record."""
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return (
+        f"{target}: {shown} changed, but {tap} delivered 0 records: it probably keeps its own "
+        "state (e.g. file modification times) and took the edit for something it had read "
+        f"(an edit within the same second keeps the mtime); `eltmake build --full-refresh "
+        f"{target}` reads everything again"
+    )
+
+
+def check_connection(ctx: StepContext, loader: ToolConfig) -> None:
+    """A PostgreSQL destination is tried before any tool starts, so that an unreachable server,
+    a wrong password or a missing database fails the step in one line naming the setting, not
+    in a loader's 160-line traceback. Nothing runs and nothing is recorded then."""
+    from eltmake_singer.destinations import loader_warehouse
+
+    wh = loader_warehouse(ctx.project, loader.name)
+    if wh is None or wh.type != "postgres":
+        return
+    from eltmake_singer import warehouse as W
+    from eltmake_singer.outputs import loader_password
+
+    try:
+        conn = W.pg_connect(
+            wh.settings,
+            ctx.env,
+            where=f"loaders.{loader.name}.config",
+            password=loader_password(ctx.project, loader.name),
+        )
+    except W.Unreachable as e:
+        raise StepError(f"{ctx.step.name}: {e}") from None
+    except W.CannotCheck as e:  # psycopg is not installed: the loader will say what it says
+        W.note_once(str(e))
+        return
+    conn.close()
+
+
+def without_gone_streams(ctx: StepContext, stored: Any, stats: dict[str, Any]) -> Any:
+    """The stored state without the bookmarks of streams whose tables are gone from the
+    warehouse (None, no state at all, when the whole destination is gone and the record names no
+    stream). The stored state itself is not changed: the target's next commits update it."""
+    from eltmake_singer.bookmarks import drop_streams
+    from eltmake_singer.outputs import gone_streams
+
+    gone = gone_streams(ctx.project, ctx.step, ctx.record)
+    if gone == []:
+        return stored
+    if gone is None:
+        ctx.log("the destination is gone: the tap runs without state")
+        stats["restarted_streams"] = "all"
+        return None
+    ctx.log(
+        f"tables of {', '.join(gone)} are gone from the warehouse: "
+        f"{'that stream starts' if len(gone) == 1 else 'those streams start'} from no bookmark "
+        "(the others keep theirs)"
+    )
+    stats["restarted_streams"] = gone
+    return drop_streams(stored, gone)
 
 
 def _run_with_state(
@@ -229,6 +309,10 @@ def _run_with_state(
 
     cfg = ctx.step.target.config
     stored = ctx.state.get(state_id)
+    restarted = False
+    if stored is not None and "state" in caps and not full_refresh:
+        stored = without_gone_streams(ctx, stored, stats)
+        restarted = stored is None
     if "state" not in caps:
         ctx.log(
             f"{tap.name} does not declare the 'state' capability: it gets no --state, so every "
@@ -248,7 +332,7 @@ def _run_with_state(
         tap_argv = [*tap_argv, "--state", str(state_path)]
         stats["state"] = "resumed"
     else:
-        stats["state"] = "first run"
+        stats["state"] = "destination gone: no state" if restarted else "first run"
 
     def on_state(value: Any) -> None:
         ctx.state.update(state_id, lambda old: merge_state(old, value))

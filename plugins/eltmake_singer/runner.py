@@ -136,6 +136,7 @@ class Tool:
 class PipelineResult:
     counts: dict[str, int]
     digests: dict[str, str]
+    announced: set[str]  # streams the tap sent a SCHEMA for
     states: int  # states the target emitted and were saved
     bad_state_lines: int
     bytes: int
@@ -403,6 +404,7 @@ class Pipeline:
         return PipelineResult(
             counts=dict(self.scanner.counts),
             digests=self.scanner.stream_digests(),
+            announced=set(self.scanner.schemas),
             states=self.states,
             bad_state_lines=self.bad_state_lines,
             bytes=self.scanner.bytes,

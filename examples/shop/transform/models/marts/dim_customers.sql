@@ -4,7 +4,7 @@ with orders as (
         min(ordered_at) as first_ordered_at,
         max(ordered_at) as last_ordered_at,
         count(*) as orders,
-        sum(amount_cents) as lifetime_value_cents
+        cast(sum(amount_cents) as bigint) as lifetime_value_cents
     from {{ ref('fct_orders') }}
     group by customer_id
 )

@@ -2,7 +2,7 @@ with payments as (
     select
         order_id,
         count(*) as payments,
-        sum(amount_cents) as amount_cents
+        cast(sum(amount_cents) as bigint) as amount_cents
     from {{ ref('stg_payments') }}
     group by order_id
 )
