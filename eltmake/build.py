@@ -164,7 +164,7 @@ def run_build(
     from eltmake.output import make_reporter
     from eltmake.steplogs import StepLogs
 
-    project = load_project(req.project_dir, env_name=req.env_name)
+    project = load_project(req.project_dir, env_name=req.env_name, read_only=req.dry_run)
     g, names, order = selection(project, req.targets, req.only)
     opts = req.options(project)
     opts.requested = list(names)
@@ -237,7 +237,7 @@ def status_outcomes(req: BuildRequest) -> tuple[list[str], dict[str, Outcome]]:
     colours the web UI's graph."""
     import sys
 
-    project = load_project(req.project_dir, env_name=req.env_name)
+    project = load_project(req.project_dir, env_name=req.env_name, read_only=True)
     g, _, order = selection(project, req.targets, req.only)
     req.dry_run = True
     opts = req.options(project)

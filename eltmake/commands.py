@@ -218,10 +218,10 @@ def _plugin_manager():
 # --- commands ---------------------------------------------------------------------------------
 
 
-def _load(args):
+def _load(args, read_only: bool = True):
     from eltmake.project import load_project
 
-    return load_project(args.project_dir, env_name=args.env_name)
+    return load_project(args.project_dir, env_name=args.env_name, read_only=read_only)
 
 
 def _graph_and_selection(project, args):

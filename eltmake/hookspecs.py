@@ -78,8 +78,8 @@ def eltmake_infer_deps(project: Project) -> list[tuple[str, str, str]]:
 
     Called once per load, after validation. Return ``[(upstream, downstream, why), ...]`` with
     target names; the graph marks these edges as inferred and shows ``why`` in ``eltmake graph``.
-    Read-only commands call it too: it must install nothing and start no tool (use what earlier
-    runs left, and say nothing when there is none).
+    Read-only commands call it too (``project.read_only``): then it must install nothing and
+    start no tool, and answer from what earlier runs left.
     """
 
 

@@ -82,6 +82,9 @@ class Project:
     dotenv: dict[str, str] = field(default_factory=dict)  # the .env file alone, for keys
     env_name: str | None = None
     store: str | None = None  # [project] store: the shared store's URL (ELTMAKE_STORE wins)
+    # A read-only command (list, graph, status, build -n): plugins must install nothing and
+    # start no tool (they answer from what earlier runs left).
+    read_only: bool = False
     executor: str | None = None  # [project] executor: where steps run (ELTMAKE_EXECUTOR wins)
     recipes: dict[str, Recipe] = field(default_factory=dict)  # kind -> recipe
     inferred: list[tuple[str, str, str]] = field(default_factory=list)
@@ -145,10 +148,13 @@ def load_project(
     pm: PluginManager | None = None,
     environ: dict[str, str] | None = None,
     infer: bool = True,
+    read_only: bool = False,
 ) -> Project:
     """Read, interpolate, override and check ``eltmake.toml`` in ``root``; load its plugins.
 
-    ``infer=False`` leaves out the edges plugins infer (a check of the file alone)."""
+    ``infer=False`` leaves out the edges plugins infer (a check of the file alone).
+    ``read_only=True`` (``list``, ``graph``, ``status``, ``build -n``…) tells plugins that this
+    command must install nothing and start no tool (:attr:`Project.read_only`)."""
     from eltmake.plugins import PluginManager
 
     root = find_root(root)
@@ -256,6 +262,7 @@ def load_project(
         dotenv=dotenv,
         env_name=env_name,
         store=proj.get("store") or None,
+        read_only=read_only,
         recipes=recipes,
         pm=pm,
         executor=executor,

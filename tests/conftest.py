@@ -81,8 +81,3 @@ def tools_dir() -> str:
     )
     Path(path).mkdir(parents=True, exist_ok=True)
     return path
-
-
-# A throwaway PostgreSQL server per test session (see tests/pgserver.py): `pg_server`, and
-# `pg_env` (a fresh database per test, as libpq variables).
-from pgserver import pg_env, pg_server  # noqa: E402, F401

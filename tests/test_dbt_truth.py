@@ -12,38 +12,17 @@ import sys
 from pathlib import Path
 
 import duckdb
+import eltmake_warehouse as W
 import pytest
 from conftest import Project
-from eltmake_dbt import manifest, profiles
+from eltmake_dbt import profiles
 from eltmake_singer import destinations
-from eltmake_singer import warehouse as W
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shop"
 PIN = "dbt-core~=1.11.0 dbt-duckdb~=1.11.0"
 
 
 # --- pure parts ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("argv", "may"),
-    [
-        (["/v/bin/eltmake", "build"], True),
-        (["/v/bin/eltmake", "-C", "shop", "build", "warehouse", "-j", "2"], True),
-        (["/v/bin/eltmake", "build", "-n"], False),
-        (["/v/bin/eltmake", "build", "--dry-run", "marts"], False),
-        (["/v/bin/eltmake", "build", "-vn"], False),
-        (["/v/bin/eltmake", "--env", "prod", "status"], False),
-        (["/v/bin/eltmake", "list"], False),
-        (["/v/bin/eltmake", "graph", "--format", "json"], False),
-        (["/v/bin/eltmake", "config", "dbt"], False),
-        (["/v/lib/eltmake/__main__.py", "install"], True),
-        (["/v/bin/eltmake", "watch"], True),
-        (["/usr/bin/pytest", "-n", "2"], True),  # eltmake used as a library: as before
-    ],
-)
-def test_which_commands_may_start_dbt(argv: list[str], may: bool) -> None:
-    assert manifest.may_start_dbt(argv) is may
 
 
 def test_profile_values_render_env_var_calls_only() -> None:
@@ -434,7 +413,7 @@ def test_several_warehouses_need_the_transformer_to_choose(project: Project) -> 
 def test_subprocess_imports_are_lazy() -> None:
     """The warehouse modules import neither duckdb nor psycopg at import time."""
     code = (
-        "import sys; import eltmake_singer.warehouse, eltmake_singer.outputs, "
+        "import sys; import eltmake_warehouse, eltmake_singer.outputs, "
         "eltmake_dbt.profiles, eltmake_dbt.transform; "
         "print(sorted(m for m in ('duckdb', 'psycopg', 'yaml') if m in sys.modules))"
     )

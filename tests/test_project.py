@@ -236,3 +236,26 @@ def test_toml_dates_become_iso_strings(project):
     )
     project.run("build", check=True)
     assert project.read("a.txt").split() == ["2024-01-02T03:04:05Z", "2024-01-02"]
+
+
+def test_read_only_commands_tell_plugins_so(project):
+    """list, graph, status and build -n load the project read-only (plugins start no tool);
+    build and watch may install and start tools."""
+    project.write(
+        "plugins/probe.py",
+        """
+        from eltmake.api import hookimpl
+
+        @hookimpl
+        def eltmake_infer_deps(project):
+            with open(project.root / "seen.txt", "a") as f:
+                f.write(f"{project.read_only}\\n")
+            return []
+        """,
+    )
+    project.toml('[targets.a]\nrun = "true"\n')
+    seen = []
+    for args in (["list"], ["graph"], ["status"], ["build", "-n"], ["build"]):
+        project.run(*args)
+        seen.append(project.read("seen.txt").split()[-1])
+    assert seen == ["True", "True", "True", "True", "False"]

@@ -164,7 +164,7 @@ def test_changed_inputs_that_deliver_nothing_say_why_and_what_to_do(sheets: Proj
     warning = raw["stats"]["warning"]
     assert "data/orders.csv changed, but tap-spreadsheets delivered 0 records" in warning
     assert "`eltmake build --full-refresh raw`" in warning
-    assert warning in proc.stderr
+    assert warning in proc.stderr and raw["warnings"] == [warning]  # shown even without -v
     fixed = build(sheets, "--full-refresh", "raw")
     assert fixed["raw"]["stats"]["records"] == 6 and "warning" not in fixed["raw"]["stats"]
     assert sql(sheets, "select count(*) from sales.orders") == [(4,)]

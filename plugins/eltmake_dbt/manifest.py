@@ -262,46 +262,11 @@ def project_lock(project: Project, tf: Transformer) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-READ_ONLY_COMMANDS = {"list", "graph", "status", "config", "select", "plugins", "state", "runs"}
-
-
-def may_start_dbt(argv: list[str] | None = None) -> bool:
-    """Whether this process may install dbt and start it to learn what the dbt project holds.
-
-    Not in read-only commands: ``list``, ``graph``, ``status``, ``build -n``, ``config``,
-    ``select`` (they must install nothing and start no tool). Everything else may: ``build``,
-    ``watch``, ``install`` (so lineage is known after it), ``invoke``, ``touch``, and code that
-    uses eltmake as a library. eltmake's core passes plugins nothing about the command, so this
-    reads it off eltmake's command line (see docs/dbt.md for the public API this stands in for).
-    """
-    argv = list(sys.argv if argv is None else argv)
-    if not argv or not _is_eltmake(argv[0]):
-        return True
-    words = argv[1:]
-    command, skip = None, False
-    for w in words:
-        if skip:
-            skip = False
-        elif w in ("-C", "--directory", "--env"):
-            skip = True
-        elif not w.startswith("-"):
-            command = w
-            break
-    if command in READ_ONLY_COMMANDS:
-        return False
-    if command == "build":
-        for w in words:
-            if w in ("-n", "--dry-run"):
-                return False
-            if w.startswith("-") and not w.startswith("--") and w[1:2] not in ("C", "j"):
-                if "n" in w[1:]:
-                    return False
-    return True
-
-
-def _is_eltmake(arg0: str) -> bool:
-    name = os.path.basename(arg0)
-    return name == "eltmake" or arg0.replace(os.sep, "/").endswith("eltmake/__main__.py")
+def may_start_dbt(project: Project) -> bool:
+    """Whether this command may install dbt and start it to learn what the dbt project holds:
+    not in a read-only one (``list``, ``graph``, ``status``, ``build -n``, ``config``,
+    ``select``: they install nothing and start no tool, :attr:`Project.read_only`)."""
+    return not project.read_only
 
 
 def load(
@@ -320,7 +285,7 @@ def load(
     failed parse returns an Info whose ``error`` is set.
     """
     if parse is None:
-        parse = may_start_dbt()
+        parse = may_start_dbt(project)
     key = (str(project.root), tf.name, project.env_name or "")
     with _memo_lock:
         memo = _memo.get(key)
@@ -375,7 +340,6 @@ def load(
 
 
 def _stderr(line: str) -> None:
-    import sys
 
     print(line, file=sys.stderr, flush=True)
 

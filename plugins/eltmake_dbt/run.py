@@ -171,7 +171,7 @@ def _summary(stats: dict[str, Any]) -> str:
 
 def check_connection(project: Project, tf: Transformer, name: str, env: dict[str, str]) -> None:
     """Fail in one line, before dbt starts, when the PostgreSQL warehouse cannot be used."""
-    from eltmake_singer import warehouse as W
+    import eltmake_warehouse as W
 
     wh, _ = _config.models_warehouse(project, tf)
     prof = _config.user_profile(project, tf)
@@ -211,7 +211,7 @@ def output_fingerprint(
     steps below it are skipped (early cutoff). A warehouse eltmake cannot read: None, and the
     core uses the step's key.
     """
-    from eltmake_singer import warehouse as W
+    import eltmake_warehouse as W
 
     wh, _ = _config.models_warehouse(project, tf)
     rels = relations(info, uids)
@@ -282,7 +282,7 @@ def pg_checksums(conn: Any, rels: list[tuple[str, str]]) -> dict[str, Any]:
 def table_checksums(db: Path, rels: list[tuple[str, str]]) -> dict[str, Any]:
     """``{schema.name: [columns, count, sum of row hashes]}``, read-only; the connection is
     closed before returning (DuckDB allows one writing process: the next step may be one)."""
-    from eltmake_singer.warehouse import open_duckdb
+    from eltmake_warehouse import open_duckdb
 
     # Another process may write it right now (a load running in parallel): wait for it.
     con = open_duckdb(db, LOCK_RETRY_S)

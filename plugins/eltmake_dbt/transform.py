@@ -86,7 +86,7 @@ def selection(
     key = json.dumps([command, select, exclude])
     if key in info.selections:
         return info.selections[key]
-    if not _manifest.may_start_dbt() or info.stale is not None:
+    if not _manifest.may_start_dbt(project) or info.stale is not None:
         return None  # a read-only command starts no dbt
     found = _dbt_ls(project, tf, select, exclude, command)
     if found is not None:
@@ -265,7 +265,7 @@ def view(project: Project, step: Step) -> View:
 
         problem = nothing_selected(step.name, info, step.params).split(";")[0]
         problem = problem.removeprefix(f"{step.name}: ")
-    elif not _manifest.may_start_dbt():
+    elif not _manifest.may_start_dbt(project):
         problem = "dbt has not resolved this selection yet (the next build asks it)"
     else:
         problem = "dbt refused the selection (`eltmake build` shows its message)"
@@ -295,7 +295,7 @@ def _remembered(project: Project, tf: Transformer, step: Step) -> list[str] | No
 
 
 def _remember(project: Project, tf: Transformer, step: Step, uids: list[str]) -> None:
-    if not _manifest.may_start_dbt() or _remembered(project, tf, step) == uids:
+    if not _manifest.may_start_dbt(project) or _remembered(project, tf, step) == uids:
         return
     from eltmake.api import write_atomic
 
@@ -428,7 +428,7 @@ def _stale_reason(v: View) -> str | None:
 def check_outputs(project: Project, step: Step, record: dict[str, Any] | None = None) -> str | None:
     """Whether what the step built still stands: its DuckDB file (a stat) and every relation
     its selection builds (the catalog, through the verified-state cache for DuckDB)."""
-    from eltmake_singer import warehouse as W
+    import eltmake_warehouse as W
 
     v = view(project, step)
     stale = _stale_reason(v)

@@ -8,7 +8,6 @@ warehouses, commands and the starter project. The modules hold one concern each:
   target keys, resolved config and secrets;
 * :mod:`~eltmake_singer.destinations`: which warehouse each loader writes, and its tables;
 * :mod:`~eltmake_singer.outputs`: whether those tables still stand (``check_outputs``);
-* :mod:`~eltmake_singer.warehouse`: asking DuckDB and PostgreSQL cheaply (the dbt plugin too);
 * :mod:`~eltmake_singer.catalog`: capabilities, ``--discover`` (cached) and selection;
 * :mod:`~eltmake_singer.messages`: checking and fingerprinting the message stream;
 * :mod:`~eltmake_singer.runner`: the processes, the buffer, stderr, failures;

@@ -67,7 +67,9 @@ def _load(args: Any) -> Project:
     from eltmake.api import load_project
 
     return load_project(
-        getattr(args, "project_dir", None), env_name=getattr(args, "env_name", None)
+        getattr(args, "project_dir", None),
+        env_name=getattr(args, "env_name", None),
+        read_only=True,  # config and select show; they install no dbt nor parse anything
     )
 
 

@@ -23,7 +23,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,10 +202,10 @@ def run_step(ctx: StepContext) -> StepResult:
     tables = tables_now(project, loader.name, previous_tables, result.counts, result.announced)
     if tables:
         stats["tables"] = tables
+    warnings = []
     if total == 0 and ctx.changed_inputs and not full_refresh:
         warning = nothing_delivered(target.name, tap.name, ctx.changed_inputs)
-        ctx.log(f"warning: {warning}")
-        print(f"eltmake: warning: {warning}", file=sys.stderr, flush=True)
+        warnings.append(warning)  # shown under the step even without -v
         stats["warning"] = warning
     loader_facts = key_facts(project, loader, configs[loader.name])
     previous = (ctx.record or {}).get("fingerprint")
@@ -221,9 +220,7 @@ def run_step(ctx: StepContext) -> StepResult:
         )
     rate = total / result.duration_s if result.duration_s > 0 else 0.0
     message = f"{total:,} records in {len(result.counts)} streams ({rate:,.0f}/s)"
-    if "warning" in stats:
-        message += f"; warning: {stats['warning']}"
-    return StepResult(fingerprint=fingerprint, stats=stats, message=message)
+    return StepResult(fingerprint=fingerprint, stats=stats, message=message, warnings=warnings)
 
 
 def nothing_delivered(target: str, tap: str, changed: list[str]) -> str:
@@ -246,7 +243,8 @@ def check_connection(ctx: StepContext, loader: ToolConfig) -> None:
     wh = loader_warehouse(ctx.project, loader.name)
     if wh is None or wh.type != "postgres":
         return
-    from eltmake_singer import warehouse as W
+    import eltmake_warehouse as W
+
     from eltmake_singer.outputs import loader_password
 
     try:

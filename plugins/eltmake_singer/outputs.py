@@ -69,7 +69,7 @@ def _path(project: Project, wh: Warehouse) -> Path:
 
 def _missing(project: Project, step: Step, wh: Warehouse, places: list) -> list[str] | str:
     """The missing tables, or a reason when the warehouse cannot be asked (a server down)."""
-    from eltmake_singer import warehouse as W
+    import eltmake_warehouse as W
 
     if wh.type == "duckdb":
         return W.duckdb_missing(project, _path(project, wh), places)

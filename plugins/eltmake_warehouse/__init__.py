@@ -2,8 +2,9 @@
 
 A step is skipped only while the warehouse still holds what it recorded: the Singer steps ask
 whether the tables their streams were loaded into still exist, the dbt plugin whether the
-relations its models built do (and fingerprints their rows). Both ask through this module, which
-the Singer plugin owns because it declares the warehouses (:mod:`eltmake_singer.destinations`).
+relations its models built do (and fingerprints their rows). Both ask through this package: a
+library the two built-in plugins share (it registers no hooks; the Singer plugin declares the
+warehouses, :mod:`eltmake_singer.destinations`), as a user's plugins may share one.
 
 DuckDB, on every no-op build, must cost next to nothing: importing duckdb (~0.1 s) and opening
 the file cost more than a whole no-op build of a small project. So a small *verified-state
