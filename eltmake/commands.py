@@ -339,7 +339,7 @@ def _print_trees(console, g, roots, colors) -> None:
 def cmd_install(args) -> int:
     from eltmake import toolenv
 
-    project = _load(args)
+    project = _load(args, read_only=False)  # installs, then lets plugins learn (dbt parses)
     specs = toolenv.declared_tools(project)
     known = {s.name for s in specs}
     for name in args.names:
@@ -363,7 +363,7 @@ def _to_stderr(line: str) -> None:
 
 
 def cmd_invoke(args) -> int:
-    project = _load(args)
+    project = _load(args, read_only=False)
     rest = args.args[1:] if args.args[:1] == ["--"] else args.args
     rc = project.pm.hook.eltmake_invoke(project=project, name=args.name, args=rest)
     if rc is None:
