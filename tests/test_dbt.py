@@ -407,3 +407,57 @@ def test_transformer_values_are_checked(project, extra, expected):
     proc = project.run("list")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert expected in proc.stderr
+
+
+@pytest.mark.integration
+def test_secret_vars_stay_out_of_the_process_table_and_the_output(
+    project: Project, tools_dir: str
+) -> None:
+    """A var named like a secret reaches dbt, but never its command line (every local user can
+    read that) nor eltmake's output."""
+    import os
+    import threading
+
+    secret = "s3cr3t-t0ken-value"
+    project.toml(
+        BASE.replace(
+            'project_dir = "transform"',
+            'project_dir = "transform"\nvars = { api_token = "' + secret + '", region = "eu" }',
+        )
+        + '[targets.m]\ntransform = "dbt"\ncommand = "run"\n'
+    )
+    dbt_project(project)
+    project.write(
+        "transform/models/m.sql",
+        "select '{{ var(\"api_token\") }}' as t, '{{ var(\"region\") }}' as r\n",
+    )
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch_ps() -> None:
+        while not done.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                    except OSError:
+                        continue
+                    if secret in cmd:
+                        seen.append(cmd)
+            done.wait(0.01)
+
+    t = threading.Thread(target=watch_ps, daemon=True)
+    t.start()
+    try:
+        proc = project.run("build", "-v", "--plain", env={"ELTMAKE_TOOLS_DIR": tools_dir})
+    finally:
+        done.set()
+        t.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not seen, f"the secret was in a command line: {seen[0][:200]}"
+    assert secret not in proc.stdout + proc.stderr
+    import duckdb
+
+    con = duckdb.connect(str(project.root / "wh.duckdb"), read_only=True)
+    assert con.execute("select t, r from main.m").fetchone() == (secret, "eu")
+    con.close()

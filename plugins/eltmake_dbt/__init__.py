@@ -67,6 +67,16 @@ class DbtTransform(Recipe):
 
         return run.run_step(ctx)
 
+    def secrets(self, project, step):
+        # Vars and env values named like secrets: masked in dbt's output, errors and history.
+        from eltmake.api import looks_secret
+        from eltmake_dbt.run import secret_vars
+
+        tf = _config.transformer(project, step.params["transformer"])
+        hidden = list(secret_vars(tf, step.target.config).values())
+        hidden += [v for k, v in tf.env.items() if looks_secret(k)]
+        return [str(v) for v in hidden if v not in (None, "")]
+
     def tools(self, project, step):
         return [step.target.config["transform"]]
 

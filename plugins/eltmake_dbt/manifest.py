@@ -371,8 +371,8 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
         any(name in files for name in ("packages.yml", "dependencies.yml"))
         and not (tf.project_dir / "dbt_packages").is_dir()
     ):
-        _run_dbt([exe, "deps"], tf, env)
-    proc = _run_dbt([exe, "parse", *base_args(tf)], tf, env)
+        run_dbt([exe, "deps"], tf, env)
+    proc = run_dbt([exe, "parse", *base_args(tf)], tf, env)
     if proc.returncode != 0:
         message, tail = error_summary(proc.stdout.splitlines())
         return Info(digest=digest, files=files, error=message, tail=tail)
@@ -383,17 +383,21 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
     return summarize(manifest, digest, files)
 
 
-def _run_dbt(argv: list[str], tf: Transformer, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        argv,
-        cwd=tf.project_dir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
+def run_dbt(
+    argv: list[str], tf: Transformer, env: dict[str, str], **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """dbt outside a step (a parse, a listing): supervised (it never outlives eltmake), and with
+    secret vars kept out of the process table (:mod:`eltmake_dbt.launch`)."""
+    from eltmake.api import private_dir, run_process
+    from eltmake_dbt.launch import has_secret_vars, launch_argv
+
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.STDOUT)
+    opts = dict(cwd=tf.project_dir, env=env, stdin=subprocess.DEVNULL, text=True, errors="replace")
+    if not has_secret_vars(argv):
+        return run_process(argv, **opts, **kwargs)
+    with private_dir() as private:
+        return run_process(launch_argv(argv, private), **opts, **kwargs)
 
 
 _TIME = re.compile(r"^\d\d:\d\d:\d\d(?:  |$)")

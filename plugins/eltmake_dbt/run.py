@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from eltmake.api import StepError, StepResult, digest, executable_path
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
+from eltmake_dbt.launch import launch_argv, secret_vars
 from eltmake_dbt.transform import relations, step_info, step_uids
 
 if TYPE_CHECKING:
@@ -86,6 +87,29 @@ def argv_for(
     return argv
 
 
+def _start(
+    ctx: StepContext, argv: list[str], hide: dict[str, Any], **kwargs: Any
+) -> subprocess.Popen:
+    """Start dbt; with secret vars, through the launcher, whose arguments file lives in a
+    private folder only until the launcher has read it."""
+    import os
+    import time
+
+    kwargs.update(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not hide:
+        return ctx.popen(argv, **kwargs)
+    with ctx.private_dir() as private:
+        launched = launch_argv(argv, private)
+        if launched is argv:  # no environment to launch from: as it is
+            return ctx.popen(argv, **kwargs)
+        argv = launched
+        proc = ctx.popen(argv, **kwargs)
+        deadline = time.monotonic() + 60
+        while os.path.exists(argv[-1]) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return proc
+
+
 def run_step(ctx: StepContext) -> StepResult:
     project, step = ctx.project, ctx.step
     tf, info = step_info(project, step)
@@ -108,14 +132,7 @@ def run_step(ctx: StepContext) -> StepResult:
     lines: list[str] = []
     with _manifest.project_lock(project, tf):
         ctx.progress("dbt " + step.params["command"])
-        proc = ctx.popen(
-            argv,
-            cwd=str(tf.project_dir),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        proc = _start(ctx, argv, secret_vars(tf, cfg), cwd=str(tf.project_dir), env=env)
         for raw in proc.stdout:
             line = _manifest.clean_line(raw.decode(errors="replace"))
             lines.append(line)

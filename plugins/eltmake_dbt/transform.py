@@ -107,9 +107,7 @@ def _dbt_ls(
         argv += ["--exclude", *exclude]
     env = _config.dbt_env(project, tf, dict(project.environ))
     with _manifest.project_lock(project, tf):
-        proc = subprocess.run(
-            argv, cwd=tf.project_dir, env=env, capture_output=True, text=True, errors="replace"
-        )
+        proc = _manifest.run_dbt(argv, tf, env, stderr=subprocess.PIPE)
     if proc.returncode != 0:
         return None  # the step's key holds every file; its run shows dbt's error
     types = _select.COMMAND_TYPES[command]
