@@ -451,3 +451,47 @@ def test_a_tap_crash_through_the_cli_is_exit_1_with_a_failed_event(tmp_path):
         text=True,
     )
     assert json.loads(state.stdout) == {"bookmarks": {"a": {"id": 3}}}
+
+
+def test_two_targets_sharing_a_state_id_take_turns_in_one_build(project):
+    """Each holds the state id's lease in turn (a lock on the state id), instead of the second
+    being refused while the first runs."""
+    tap = project.write(
+        "tap.py",
+        """\
+        #!/usr/bin/env python3
+        import json, time
+        print(json.dumps({"type": "SCHEMA", "stream": "s", "key_properties": ["id"],
+            "schema": {"properties": {"id": {"type": "integer"}}}}))
+        time.sleep(0.3)
+        print(json.dumps({"type": "RECORD", "stream": "s", "record": {"id": 1}}))
+        print(json.dumps({"type": "STATE", "value": {"bookmarks": {"s": {"id": 1}}}}))
+        """,
+    )
+    tap.chmod(0o755)
+    project.toml(
+        """
+        [extractors.tap]
+        executable = "./tap.py"
+        capabilities = ["state"]
+
+        [loaders.one]
+        executable = "eltmake-target-duckdb"
+        config = { path = "one.duckdb" }
+
+        [loaders.two]
+        executable = "eltmake-target-duckdb"
+        config = { path = "two.duckdb" }
+
+        [targets.a]
+        extract = "tap"
+        load = "one"
+        state_id = "shared"
+
+        [targets.b]
+        extract = "tap"
+        load = "two"
+        state_id = "shared"
+        """
+    )
+    assert project.statuses("-j", "2") == {"a": "built", "b": "built"}

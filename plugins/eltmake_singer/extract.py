@@ -75,6 +75,7 @@ def make_step(project: Project, target: Target) -> Step:
     from eltmake_singer.destinations import loader_warehouse
 
     warehouse = loader_warehouse(project, cfg["load"])
+    sid = state_id(project, target)
     return Step(
         name=target.name,
         kind=KIND,
@@ -82,8 +83,10 @@ def make_step(project: Project, target: Target) -> Step:
         inputs=list(target.inputs),
         outputs=list(target.outputs),
         freshness=freshness,
-        params={"state_id": state_id(project, target)},
-        locks=list(warehouse.locks) if warehouse else [],
+        params={"state_id": sid},
+        # Two targets of one build that share a state id take turns: each writes the bookmark
+        # under its own lease, and would otherwise be refused while the other holds it.
+        locks=(list(warehouse.locks) if warehouse else []) + [f"state:{sid}"],
     )
 
 
