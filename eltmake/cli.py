@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv in (["--help"], ["-h"], ["help"]):  # no argparse: start-up is a feature
             from eltmake.commandline import top_help
-            from eltmake.plugins import plugin_commands
+            from eltmake.metacache import plugin_commands
 
             print(top_help(plugin_commands(_project_dir(argv))))
             return EXIT_OK

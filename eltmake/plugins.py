@@ -210,8 +210,10 @@ def entry_points() -> list[tuple[str, str, str]]:
     """
     import json
 
-    key = _metadata_key()
-    file = _entry_points_cache()
+    from eltmake.metacache import cache_file, metadata_key
+
+    key = metadata_key()
+    file = cache_file("entry-points")
     try:
         data = json.loads(file.read_text())
         if data["key"] == key:
@@ -231,32 +233,6 @@ def entry_points() -> list[tuple[str, str, str]]:
     return entries
 
 
-def _metadata_key() -> list[list[Any]]:
-    key: list[list[Any]] = []
-    for entry in sys.path:
-        folder = entry or "."
-        try:
-            names = sorted(n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info")))
-        except OSError:  # a zip file (the stdlib's) or a missing folder
-            continue
-        for name in names:
-            try:
-                mtime = os.stat(os.path.join(folder, name, "entry_points.txt")).st_mtime_ns
-            except OSError:
-                mtime = None
-            key.append([entry, name, mtime])
-    return key
-
-
-def _entry_points_cache() -> Path:
-    """One file per Python environment: two virtualenvs have different sys.path keys."""
-    from eltmake.digest import digest
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    tag = digest(sys.prefix)[:16]
-    return Path(base) / "eltmake" / f"entry-points-{tag}.json"
-
-
 def _load_entry_point(value: str) -> Any:
     """What ``EntryPoint.load`` does: ``module`` or ``module:attr.attr`` (extras ignored)."""
     module_name, _, attrs = value.split("[", 1)[0].partition(":")
@@ -266,49 +242,7 @@ def _load_entry_point(value: str) -> Any:
     return obj
 
 
-def plugin_commands(project_dir: str | None = None) -> list[tuple[str, str]]:
-    """(name, help) of every command plugins add, for the one help text.
-
-    Installed plugins' commands are kept in the user's cache folder under the same key as the
-    entry points (a new install scans again), so ``eltmake --help`` stays as fast as Python's
-    start; a project's own plugins (``plugins/*.py``, ``[project].plugins``) are asked each time,
-    and only when the project has any."""
-    import json
-
-    key = _metadata_key()
-    file = _entry_points_cache().with_name(
-        _entry_points_cache().name.replace("entry-points", "commands")
-    )
-    found: list[tuple[str, str]] | None = None
-    try:
-        data = json.loads(file.read_text())
-        if data["key"] == key:
-            found = [(str(n), str(h)) for n, h in data["commands"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    if found is None:
-        found = _ask_for_commands(None)
-        from eltmake.files import write_atomic
-
-        write_atomic(file, json.dumps({"key": key, "commands": found}), best_effort=True)
-    root = Path(project_dir or ".")
-    if (root / "plugins").is_dir() or _names_plugins(root):
-        try:
-            names = {n for n, _ in found}
-            found += [c for c in _ask_for_commands(root) if c[0] not in names]
-        except ConfigError:
-            pass  # a broken project plugin: its command shows up when it loads
-    return found
-
-
-def _names_plugins(root: Path) -> bool:
-    try:
-        return "plugins" in (root / "eltmake.toml").read_text(errors="replace")
-    except OSError:
-        return False
-
-
-def _ask_for_commands(root: Path | None) -> list[tuple[str, str]]:
+def ask_for_commands(root: Path | None) -> list[tuple[str, str]]:
     """Let the plugins add their commands to a scratch parser, and list them."""
     import argparse
 

@@ -225,7 +225,9 @@ def test_entry_points_are_cached_until_an_install_changes_the_metadata(tmp_path,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     found = plugins.entry_points()
     assert ("command", "eltmake_command") in [(n, v) for n, v, _ in found]
-    file = plugins._entry_points_cache()
+    from eltmake.metacache import cache_file
+
+    file = cache_file("entry-points")
 
     def poison(name: str) -> None:
         data = json.loads(file.read_text())

@@ -228,7 +228,10 @@ def test_postgres_steps_take_no_warehouse_lock(pgshop: PgShop) -> None:
         for n, t in project.targets.items()
         if t.kind
     }
-    assert steps["raw"].locks == [] and steps["staging"].locks == [] and steps["marts"].locks == []
+    # No warehouse lock on Postgres (only the lock on the target's own state id, which two
+    # targets of one build that share a bookmark take in turn).
+    assert steps["raw"].locks == ["state:postgres:raw"]
+    assert steps["staging"].locks == [] and steps["marts"].locks == []
     default = load_project(pgshop.root, environ=env, infer=False)
     raw = default.recipes["singer"].make_step(default, default.targets["raw"])
-    assert raw.locks == ["warehouse.duckdb"]
+    assert raw.locks == ["warehouse.duckdb", "state:raw"]
