@@ -161,7 +161,7 @@ def run_build(
     """Build as ``eltmake build`` does. The web UI passes its own ``reporter`` and is handed the
     scheduler (``started``) so that it can interrupt the build from another thread."""
     from eltmake.lock import ProjectLock
-    from eltmake.output import make_reporter
+    from eltmake.output import make_reporter, progress_line
     from eltmake.steplogs import StepLogs
 
     project = load_project(req.project_dir, env_name=req.env_name, read_only=req.dry_run)
@@ -182,7 +182,8 @@ def run_build(
             _stop_orphans(project, reporter.message)
         cache, store = open_stores(project, reporter.message, write=not opts.dry_run)
         steps = make_steps(project, order)
-        blocked = {} if opts.dry_run else install_tools(project, steps, reporter.message)
+        # Installing is progress: stderr, like dbt's "parsing" (stdout is for results, --json).
+        blocked = {} if opts.dry_run else install_tools(project, steps, progress_line)
         decider = decider_for(project, opts, cache, store)
         if not opts.dry_run:
             executor, opts.jobs = make_executor(

@@ -310,6 +310,13 @@ class WatchDisplay:
                 self.out.write("\033[2J\033[H")
 
 
+def progress_line(text: str) -> None:
+    """A line of progress outside the build's display (installing a tool): on stderr, so that
+    stdout holds only results and --json events."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def make_reporter(json_events: bool, verbose: bool = False, plain: bool = False) -> Reporter:
     human_stream = sys.stderr if json_events else sys.stdout
     if not plain and human_stream.isatty():

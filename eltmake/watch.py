@@ -389,7 +389,7 @@ class Watch:
         """The build thread: one ordinary build of the selected targets."""
         from eltmake.build import decider_for, install_tools
         from eltmake.lock import ProjectLock
-        from eltmake.output import make_reporter
+        from eltmake.output import make_reporter, progress_line
         from eltmake.scheduler import Scheduler
 
         req = self.req
@@ -400,7 +400,7 @@ class Watch:
         try:
             lock.acquire(wait=True, notify=reporter.message)
             steps = cycle.steps
-            blocked = install_tools(cycle.project, steps, reporter.message) if cycle.install else {}
+            blocked = install_tools(cycle.project, steps, progress_line) if cycle.install else {}
             sched = Scheduler(
                 cycle.project,
                 cycle.graph,

@@ -102,3 +102,48 @@ def test_install_progress_goes_to_stderr(project):
     project.toml('[targets.a]\nrun = "true"\n')
     proc = project.run("install", check=True)
     assert proc.stdout.strip() == "all tools are installed and up to date"
+
+
+def test_a_builds_install_progress_goes_to_stderr(project, tmp_path):
+    """Installing a tool during a build is progress: on stderr, so stdout holds only the build's
+    lines (or --json events)."""
+    pkg = tmp_path / "pkg"
+    (pkg / "hello_tool").mkdir(parents=True)
+    (pkg / "hello_tool" / "__init__.py").write_text("def main():\n    print('hi')\n")
+    (pkg / "pyproject.toml").write_text(
+        '[project]\nname = "hello-tool"\nversion = "1.0"\n'
+        '[project.scripts]\nhello-tool = "hello_tool:main"\n'
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    project.write(
+        "plugins/tooly.py",
+        f'''
+        from eltmake.api import Recipe, StepResult, ToolSpec, hookimpl, executable_path
+
+        class Tooly(Recipe):
+            kind, marker, keys = "tooly", "tooly", {{"tooly": (str,)}}
+
+            def tools(self, project, step):
+                return ["hello-tool"]
+
+            def run(self, ctx):
+                exe = executable_path(ctx.project, ToolSpec("hello-tool", "{pkg}", "hello-tool"))
+                out = ctx.popen([exe], stdout=-1).communicate()[0]  # -1: subprocess.PIPE
+                ctx.log(out.decode().strip())
+                return StepResult()
+
+        @hookimpl
+        def eltmake_tools(project):
+            return [ToolSpec("hello-tool", "{pkg}", "hello-tool")]
+
+        @hookimpl
+        def eltmake_add_recipes():
+            return [Tooly()]
+        ''',
+    )
+    project.toml('[targets.t]\ntooly = "x"\n')
+    env = {"ELTMAKE_TOOLS_DIR": str(tmp_path / "tools")}
+    proc = project.run("build", "--json", check=True, env=env)
+    assert "installing hello-tool" in proc.stderr
+    for line in proc.stdout.splitlines():
+        assert line.startswith("{"), line  # only events on stdout
