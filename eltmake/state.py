@@ -27,8 +27,6 @@ from eltmake.store import (
     LeaseHeld,
     Store,
     StoreError,
-    describe_holder,
-    holder_is_dead,
 )
 from eltmake.storerows import (
     decode_records,
@@ -235,24 +233,18 @@ class StateStore(Store):
 
     @_guarded
     def _acquire(self, state_id: str, token: str) -> str | None:
-        now = time.time()
         with self._tx() as db:
             row = db.execute(
                 "SELECT owner, host, pid, expires, machine, started FROM leases WHERE state_id=?",
                 (state_id,),
             ).fetchone()
-            if row:
-                held = dict(
-                    zip(["owner", "host", "pid", "expires", "machine", "started"], row, strict=True)
-                )
-                if held["expires"] > now and not holder_is_dead(held, self._me):
-                    return describe_holder(held)
-            r = self._lease_row(token)
+            held_by = self._held_by(row)
+            if held_by:
+                return held_by
             db.execute(
                 "INSERT OR REPLACE INTO leases(state_id, owner, host, pid, acquired, expires, "
                 "machine, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (state_id, token, r["host"], r["pid"], r["acquired"], r["expires"])
-                + (r["machine"], r["started"]),
+                self._lease_values(state_id, token),
             )
         return None
 

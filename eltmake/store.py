@@ -190,6 +190,27 @@ class Store:
                 except Exception:  # a passing outage: the next round tries again
                     pass
 
+    LEASE_COLUMNS = ("owner", "host", "pid", "expires", "machine", "started")
+
+    def _held_by(self, row: Any) -> str | None:
+        """Who holds a lease, from a row of :attr:`LEASE_COLUMNS`; None when there is no row,
+        it lapsed, or its holder is known dead (then it may be taken)."""
+        if not row:
+            return None
+        held = dict(zip(self.LEASE_COLUMNS, row, strict=True))
+        if held["expires"] > time.time() and not holder_is_dead(held, self._me):
+            return describe_holder(held)
+        return None
+
+    def _lease_values(self, state_id: str, token: str) -> tuple:
+        """A new lease as the values of (state_id, owner, host, pid, acquired, expires, machine,
+        started)."""
+        r = self._lease_row(token)
+        return (state_id, token, r["host"], r["pid"], r["acquired"], r["expires"]) + (
+            r["machine"],
+            r["started"],
+        )
+
     def _lease_row(self, token: str) -> dict[str, Any]:
         now = time.time()
         return {**self._me, "owner": token, "acquired": now, "expires": now + LEASE_TTL_S}

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from eltmake import store as _store
-from eltmake.store import Store, StoreError, describe_holder, holder_is_dead, redact_url
+from eltmake.store import Store, StoreError, redact_url
 from eltmake.storerows import (
     decode_records,
     encode_record,
@@ -168,7 +168,6 @@ class PostgresStore(Store):
     # --- leases --------------------------------------------------------------------------------
 
     def _acquire(self, state_id: str, token: str) -> str | None:
-        now = time.time()
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"lease:{state_id}",))
             cur.execute(
@@ -177,21 +176,16 @@ class PostgresStore(Store):
                 (state_id,),
             )
             row = cur.fetchone()
-            if row:
-                held = dict(
-                    zip(["owner", "host", "pid", "expires", "machine", "started"], row, strict=True)
-                )
-                if held["expires"] > now and not holder_is_dead(held, self._me):
-                    return describe_holder(held)
-            r = self._lease_row(token)
+            held_by = self._held_by(row)
+            if held_by:
+                return held_by
             cur.execute(
                 f"INSERT INTO {self.s}.leases(state_id, owner, host, pid, acquired, expires, "
                 "machine, started) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (state_id) DO UPDATE SET owner=EXCLUDED.owner, host=EXCLUDED.host, "
                 "pid=EXCLUDED.pid, acquired=EXCLUDED.acquired, expires=EXCLUDED.expires, "
                 "machine=EXCLUDED.machine, started=EXCLUDED.started",
-                (state_id, token, r["host"], r["pid"], r["acquired"], r["expires"])
-                + (r["machine"], r["started"]),
+                self._lease_values(state_id, token),
             )
         return None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eltmake.procs import pid_alive
 from eltmake.steplogs import read_log
 
 if TYPE_CHECKING:
@@ -121,19 +122,9 @@ class History:
             pid = int(text.split()[1])
         except (IndexError, ValueError):
             return None
-        if not _alive(pid):
+        if not pid_alive(pid):
             return None
         return {"pid": pid, "command": _cmdline(pid), "this_ui": pid == os.getpid()}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cmdline(pid: int) -> str:
