@@ -34,7 +34,7 @@ pid, rows = os.getpid(), []
 while pid > 1:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         cmd = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
-    rows.append(f"{pid} {cmd}")
+    rows.append(f"{pid} {' '.join(cmd.split())}")  # a bash -c script spans lines
     with open(f"/proc/{pid}/status") as f:
         pid = int(next(line for line in f if line.startswith("PPid:")).split()[1])
 with open(sys.argv[1], "w") as f:

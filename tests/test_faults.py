@@ -151,3 +151,103 @@ def test_no_pickle_is_read_from_eltmake_folder(project):
             raise AssertionError(f"{path} is a pickle")
     graph = json.loads((state_dir / "graph.json").read_text())
     assert graph["order"] == ["a"]
+
+
+TAP = """\
+#!/usr/bin/env python3
+import json, sys, time
+args = sys.argv[1:]
+start = 0
+if "--state" in args:
+    start = json.load(open(args[args.index("--state") + 1]))["bookmarks"]["items"]["id"]
+print(json.dumps({"type": "SCHEMA", "stream": "items", "key_properties": ["id"],
+    "schema": {"properties": {"id": {"type": "integer"}, "v": {"type": "string"}}}}))
+for i in range(start + 1, 2001):
+    print(json.dumps({"type": "RECORD", "stream": "items", "record": {"id": i, "v": f"v{i}"}}))
+    if i % 50 == 0:
+        print(json.dumps({"type": "STATE", "value": {"bookmarks": {"items": {"id": i}}}}),
+              flush=True)
+        time.sleep(0.02)
+print(json.dumps({"type": "STATE", "value": {"bookmarks": {"items": {"id": 2000}}}}))
+"""
+
+
+@pytest.mark.parametrize("kill_after", [100, 700, 1500])
+def test_kill_9_during_a_singer_load_loses_and_repeats_nothing(project, kill_after):
+    """eltmake killed while a tap streams into eltmake-target-duckdb, once the saved bookmark
+    has passed ``kill_after``: the bookmark is never past what the warehouse holds, and the next
+    build leaves every record in the warehouse exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    from eltmake.state import StateStore
+
+    project.toml(
+        """
+        [extractors.tap]
+        executable = "./tap.py"
+        capabilities = ["state"]
+
+        [loaders.duckdb]
+        executable = "eltmake-target-duckdb"
+        config = { path = "warehouse.duckdb", default_target_schema = "raw", batch_size_rows = 40 }
+
+        [targets.items]
+        extract = "tap"
+        load = "duckdb"
+        """
+    )
+    (project.root / "tap.py").write_text(TAP)
+    (project.root / "tap.py").chmod(0o755)
+    build = subprocess.Popen(
+        [sys.executable, "-m", "eltmake", "build", "--plain"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    db = project.root / ".eltmake" / "state.db"
+
+    def bookmark() -> int:
+        if not db.exists():
+            return 0
+        store = StateStore(db)
+        try:
+            value = store.get("items") or {}
+        finally:
+            store.close()
+        return value.get("bookmarks", {}).get("items", {}).get("id", 0)
+
+    deadline = time.monotonic() + 120
+    while bookmark() < kill_after:
+        if build.poll() is not None:
+            raise AssertionError(f"the load ended first: {build.stdout.read()}")
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(build.pid, signal.SIGKILL)
+    build.wait()
+    mark = bookmark()
+
+    def ids() -> list[int]:
+        con = duckdb.connect(str(project.root / "warehouse.duckdb"), read_only=True)
+        try:
+            return [r[0] for r in con.execute("select id from raw.items order by id").fetchall()]
+        finally:
+            con.close()
+
+    deadline = time.monotonic() + 30
+    while True:  # the guard stops the loader: wait until the file can be opened
+        try:
+            loaded = ids()
+            break
+        except duckdb.IOException:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert loaded and mark <= max(loaded)  # state never past the warehouse
+    project.run("build", check=True)
+    assert ids() == list(range(1, 2001))  # nothing lost, nothing twice
