@@ -112,7 +112,9 @@ class Scheduler:
         self.fingerprints: dict[str, str | None] = {}
         self.ran: set[str] = set()
         self.run_id: int | None = None
-        self.build = BuildInfo(project, order, dry_run=opts.dry_run, full_refresh=opts.full_refresh)
+        self.build = BuildInfo(
+            project, order, dry_run=opts.dry_run, full_refresh=opts.full_refresh, warm=opts.warm
+        )
         self._running: dict[Future, _Running] = {}
         self._pending: dict[str, Decision] = {}
         self._masks: dict[str, Redactor] = {}  # steps with secrets to mask in what they show

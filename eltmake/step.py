@@ -112,6 +112,9 @@ class BuildInfo:
     run_id: int | None = None
     dry_run: bool = False
     full_refresh: bool = False
+    # A cycle of ``eltmake watch``: more builds follow soon, so a plugin may start a warm tool
+    # server now (see :attr:`StepContext.warm`).
+    warm: bool = False
 
 
 class StepContext:

@@ -13,6 +13,8 @@ One concern per module:
 * :mod:`~eltmake_dbt.lineage`: which extract-load targets load the sources a dbt target reads;
 * :mod:`~eltmake_dbt.transform`: the step's selection, key and output checks;
   :mod:`~eltmake_dbt.run`: running dbt and the table-checksum fingerprint;
+* :mod:`~eltmake_dbt.warm`: a warm dbt kept between the cycles of ``eltmake watch``
+  (:mod:`~eltmake_dbt.warm_worker` is the process, run by dbt's own python);
 * :mod:`~eltmake_dbt.describe`: ``eltmake config NAME`` for a transformer.
 
 dbt itself runs in its own tool environment (``eltmake install``). See docs/dbt.md.
@@ -114,6 +116,26 @@ def eltmake_infer_deps(project):
 def eltmake_tools(project):
     tables = project.tables.get(_config.TABLE) or {}
     return [_config.transformer(project, name).spec() for name in tables]
+
+
+@hookimpl
+def eltmake_build_started(build):
+    # A watch cycle: start each transformer's warm dbt now, so that the first edit after a
+    # cycle that skipped every dbt step is warm too (eltmake_dbt.warm).
+    if not build.warm or build.dry_run:
+        return
+    from eltmake_dbt import warm
+
+    names = {
+        t.config["transform"]
+        for name in build.targets
+        if (t := build.project.targets.get(name)) is not None and t.kind == KIND
+    }
+    for name in sorted(names):
+        try:
+            warm.prewarm(build.project, _config.transformer(build.project, name))
+        except Exception:  # a head start only: the step starts the worker itself if need be
+            pass
 
 
 def describe_config(project, name):

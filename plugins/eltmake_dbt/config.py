@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 KIND = "dbt"
 TABLE = "transformers"
-TABLE_DOC = "dbt projects and the dbt installation that runs them: pip_url, project_dir, profiles_dir, warehouse, target, vars"
+TABLE_DOC = "dbt projects and the dbt installation that runs them: pip_url, project_dir, profiles_dir, warehouse, target, vars, warm"
 PIN = "dbt-core~=1.11.0 dbt-duckdb~=1.11.0"
 TRANSFORMER_KEYS: dict[str, tuple[type, ...]] = {
     "pip_url": (str,),
@@ -52,6 +52,7 @@ TRANSFORMER_KEYS: dict[str, tuple[type, ...]] = {
     "vars": (dict,),
     "env": (dict,),
     "threads": (int,),
+    "warm": (bool,),
     "description": (str,),
 }
 RECIPE_KEYS: dict[str, tuple[type, ...]] = {
@@ -87,6 +88,7 @@ class Transformer:
     env: dict[str, str] = field(default_factory=dict)
     threads: int = 4
     warehouse: Warehouse | None = None  # what a generated profile points at
+    warm: bool = True  # watch mode keeps a warm dbt (eltmake_dbt.warm)
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.pip_url, self.executable, plugin="dbt")
@@ -219,6 +221,7 @@ def transformer(project: Project, name: str) -> Transformer:
         env={k: str(v) for k, v in raw.get("env", {}).items()},
         threads=int(raw.get("threads", 4)),
         warehouse=wh,
+        warm=raw.get("warm", True),
     )
 
 

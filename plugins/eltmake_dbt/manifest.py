@@ -247,14 +247,19 @@ def save(project: Project, tf: Transformer, info: Info) -> None:
     write_atomic(file, info.to_json(), best_effort=True)
 
 
+def lock_file(project: Project, tf: Transformer) -> Path:
+    """The file :func:`project_lock` locks (a warm dbt's warm-up takes it too)."""
+    folder = project.state_dir / "dbt"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.blake2b(str(tf.project_dir).encode(), digest_size=8).hexdigest()
+    return folder / f"project-{tag}.lock"
+
+
 @contextmanager
 def project_lock(project: Project, tf: Transformer) -> Iterator[None]:
     """One dbt process per dbt project at a time: they share ``target/`` and, usually, a
     single-writer DuckDB file. Held for parses and runs alike."""
-    folder = project.state_dir / "dbt"
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = hashlib.blake2b(str(tf.project_dir).encode(), digest_size=8).hexdigest()
-    with open(folder / f"project-{tag}.lock", "a+") as fh:
+    with open(lock_file(project, tf), "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield

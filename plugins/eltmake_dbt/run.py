@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from eltmake.api import StepError, StepResult, digest, executable_path
 from eltmake_dbt import config as _config
 from eltmake_dbt import manifest as _manifest
+from eltmake_dbt import warm as _warm
 from eltmake_dbt.launch import launch_argv, secret_vars
 from eltmake_dbt.transform import relations, step_info, step_uids
 
@@ -130,16 +131,28 @@ def run_step(ctx: StepContext) -> StepResult:
     if db is not None:  # DuckDB creates the file, not its folder ("data/warehouse.duckdb")
         db.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
+
+    def show(raw: str) -> None:
+        line = _manifest.clean_line(raw)
+        lines.append(line)
+        ctx.log(line)
+        if " START " in line or line.lstrip()[:1].isdigit() and " of " in line:
+            ctx.progress(line.strip()[:80])
+
     with _manifest.project_lock(project, tf):
         ctx.progress("dbt " + step.params["command"])
-        proc = _start(ctx, argv, secret_vars(tf, cfg), cwd=str(tf.project_dir), env=env)
-        for raw in proc.stdout:
-            line = _manifest.clean_line(raw.decode(errors="replace"))
-            lines.append(line)
-            ctx.log(line)
-            if " START " in line or line.lstrip()[:1].isdigit() and " of " in line:
-                ctx.progress(line.strip()[:80])
-        rc = proc.wait()
+        rc = None
+        if getattr(ctx, "warm", False) and _warm.enabled(tf, exe):
+            try:
+                rc = _warm.run(project, tf, exe, argv[1:], env, show, ctx.cancelled, ctx.log)
+            except _warm.Unavailable as e:
+                ctx.log(f"warm dbt: {e}; running dbt cold")
+                lines.clear()
+        if rc is None:
+            proc = _start(ctx, argv, secret_vars(tf, cfg), cwd=str(tf.project_dir), env=env)
+            for raw in proc.stdout:
+                show(raw.decode(errors="replace"))
+            rc = proc.wait()
         if rc != 0:
             if ctx.cancelled.is_set():
                 raise StepError(f"{step.name}: cancelled")
