@@ -7,11 +7,15 @@ step doing something (file event, debounce, the build's decisions, the process s
 
 With ``--dbt DIR`` (a project whose dbt target is built and whose tools are installed, such as
 examples/shop after one build) it also edits one model there, in a copy, and measures from the
-write to eltmake's ``run`` line for the dbt step (dbt's own start-up is not in the figure; the
-time to the end of the cycle is shown beside it).
+write to eltmake's ``built`` line for the dbt step that holds it (the model rebuilt, its tests
+run, its row checksums taken): with the warm dbt of watch mode, with it turned off
+(``ELTMAKE_DBT_WARM=0``, a cold dbt per cycle), and beside them ``dbt build --select MODEL+`` run
+by hand in the same copy with the same profile (the baseline, as a dbt user works today). The
+edit → ``run`` line figure (eltmake's own reaction) is shown too.
 
-Run: python bench/bench_watch.py [--edits 20] [--targets 50] [--dbt examples/shop --model PATH]
-Bar: median ≤ 300 ms.
+Run: python bench/bench_watch.py [--edits 20] [--targets 50]
+     [--dbt examples/shop --model transform/models/marts/fct_orders.sql --dbt-edits 10]
+Bars: median ≤ 300 ms to the step's first action; ≤ 2 s edit → dbt model built (warm).
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ from pathlib import Path
 class Watch:
     """``eltmake watch --plain`` in a folder; output lines with the time each was read."""
 
-    def __init__(self, root: Path, *args: str):
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eltmake", "watch", "--plain", *args],
             cwd=root,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.q: queue.Queue = queue.Queue()
         self.log: list[str] = []
@@ -132,36 +136,98 @@ def bench_command(edits: int, n_other: int) -> tuple[list[float], list[float], l
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_dbt(src: Path, model: str, target: str | None, edits: int) -> tuple[list, list]:
+def _copy(src: Path, tmp: Path) -> Path:
+    root = tmp / src.name
+    shutil.copytree(
+        src, root, ignore=shutil.ignore_patterns(".eltmake", "target", "logs", "*.duckdb*")
+    )
+    return root
+
+
+def bench_dbt_watch(
+    root: Path, model: str, target: str | None, edits: int, warm: bool
+) -> tuple[list, list]:
+    """Edit → the dbt step's ``run`` line, and edit → its ``built`` line, in a watch."""
+    env = {} if warm else {"ELTMAKE_DBT_WARM": "0"}
+    w = Watch(root, *([target] if target else []), env=env)
+    w.wait_for(r"^watch: waiting for changes")
+    path = root / model
+    original = path.read_text()
+    to_run, to_built = [], []
+    try:
+        for i in range(1, edits + 1):
+            time.sleep(0.5)  # between saves, as between a developer's
+            t0 = time.time()
+            path.write_text(original + f"\n-- edit {i} {'warm' if warm else 'cold'}\n")
+            t_run = w.wait_for(r"^run\s+")
+            t_built = w.wait_for(r"^(built|failed)\s+")
+            if not w.log[-1].startswith("built"):
+                sys.exit("the dbt step failed:\n" + "\n".join(w.log[-30:]))
+            w.wait_for(r"^watch: waiting for changes")
+            to_run.append(t_run - t0)
+            to_built.append(t_built - t0)
+    finally:
+        path.write_text(original)
+        w.stop()
+    return to_run, to_built
+
+
+def bench_dbt_by_hand(root: Path, model: str, edits: int) -> list[float]:
+    """``dbt build --select MODEL+`` after each edit, with the profile eltmake generated."""
+    from eltmake_dbt import config
+
+    from eltmake.api import executable_path, load_project
+
+    project = load_project(root)
+    names = list(project.tables.get("transformers") or {})
+    tf = config.transformer(project, names[0])
+    exe = executable_path(project, tf.spec())
+    env = config.dbt_env(project, tf, dict(os.environ))
+    name = Path(model).stem
+    path = root / model
+    original = path.read_text()
+    out = []
+    try:
+        for i in range(1, edits + 1):
+            path.write_text(original + f"\n-- by hand {i}\n")
+            t0 = time.time()
+            proc = subprocess.run(
+                [exe, "build", "--select", f"{name}+"],
+                cwd=tf.project_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            out.append(time.time() - t0)
+            if proc.returncode != 0:
+                sys.exit("dbt build failed:\n" + proc.stdout[-3000:])
+    finally:
+        path.write_text(original)
+    return out
+
+
+def bench_dbt(src: Path, model: str, target: str | None, edits: int) -> dict[str, list]:
+    """A copy of the project, built once; then the watch warm, cold, and dbt by hand."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-watch-dbt-"))
     try:
-        root = tmp / src.name
-        # Tool environments are large: link them instead of copying.
-        shutil.copytree(src, root, ignore=shutil.ignore_patterns(".eltmake", "target", "logs"))
-        if (src / ".eltmake").is_dir():
-            (root / ".eltmake").mkdir()
-            for entry in (src / ".eltmake").iterdir():
-                if entry.name == "tools":
-                    (root / ".eltmake" / "tools").symlink_to(entry.resolve())
-                elif entry.is_dir():
-                    shutil.copytree(entry, root / ".eltmake" / entry.name)
-                elif entry.name != "lock":
-                    shutil.copy2(entry, root / ".eltmake" / entry.name)
-        w = Watch(root, *([target] if target else []))
-        w.wait_for(r"^watch: waiting for changes")
-        path = root / model
-        original = path.read_text()
-        to_run, to_done = [], []
-        for i in range(1, edits + 1):
-            t0 = time.time()
-            path.write_text(original + f"\n-- edit {i}\n")
-            t_run = w.wait_for(r"^run\s+")
-            t_done = w.wait_for(r"^watch: waiting for changes")
-            to_run.append(t_run - t0)
-            to_done.append(t_done - t0)
-            time.sleep(0.1)
-        w.stop()
-        return to_run, to_done
+        root = _copy(src, tmp)
+        subprocess.run(
+            [sys.executable, "-m", "eltmake", "build", "--plain", *([target] if target else [])],
+            cwd=root,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        results: dict[str, list] = {}
+        # Alternated in halves, so a change in the machine's load shows in both.
+        half = max(edits // 2, 1)
+        for _round in range(2):
+            for warm in (True, False):
+                run, built = bench_dbt_watch(root, model, target, half, warm)
+                kind = "warm" if warm else "cold"
+                results.setdefault(f"{kind} run", []).extend(run)
+                results.setdefault(f"{kind} built", []).extend(built)
+            results.setdefault("by hand", []).extend(bench_dbt_by_hand(root, model, half))
+        return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -177,6 +243,7 @@ def main() -> None:
     ap.add_argument(
         "--target", help="the target to watch in the --dbt project (default: its default)"
     )
+    ap.add_argument("--dbt-edits", type=int, default=10, help="edits of the dbt model, each way")
     args = ap.parse_args()
 
     print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
@@ -191,12 +258,16 @@ def main() -> None:
     if args.dbt:
         if not args.model:
             sys.exit("--dbt needs --model PATH (the model file to edit)")
-        to_run, to_done = bench_dbt(args.dbt.resolve(), args.model, args.target, args.edits)
+        r = bench_dbt(args.dbt.resolve(), args.model, args.target, args.dbt_edits)
         print(f"dbt project {args.dbt}: editing {args.model}")
-        print("  " + stats("edit → dbt step's `run` line", to_run))
-        print("  " + stats("edit → cycle done (dbt included)", to_done))
-        verdict = "meets" if statistics.median(to_run) <= 0.3 else "MISSES"
-        print(f"  bar ≤ 300 ms median (edit → dbt step start): {verdict}")
+        print("  " + stats("watch, warm dbt: edit → `run` line", r["warm run"]))
+        print("  " + stats("watch, warm dbt: edit → `built` line", r["warm built"]))
+        print("  " + stats("watch, cold dbt: edit → `built` line", r["cold built"]))
+        print("  " + stats(f"dbt build --select {Path(args.model).stem}+ by hand", r["by hand"]))
+        warm = statistics.median(r["warm built"])
+        ratio = statistics.median(r["by hand"]) / warm
+        verdict = "meets" if warm <= 2.0 else "MISSES"
+        print(f"  warm rebuild {ratio:.1f}x faster than dbt by hand; bar ≤ 2 s median: {verdict}")
 
 
 if __name__ == "__main__":

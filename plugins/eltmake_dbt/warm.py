@@ -235,7 +235,7 @@ def worker(
     python = python_of(exe)
     assert python is not None
     parts = identity(project, tf, exe, env)
-    key = (str(project.root), tf.name, project.env_name or "")
+    key = _key(project, tf)
     with _lock:
         old = _workers.get(key)
         if old is not None and old.alive() and old.parts == parts:
@@ -249,8 +249,12 @@ def worker(
         return new
 
 
+def _key(project: Project, tf: Transformer) -> tuple[str, str, str]:
+    return (str(project.root), tf.name, project.env_name or "")
+
+
 def forget(project: Project, tf: Transformer, w: Worker) -> None:
-    key = (str(project.root), tf.name, project.env_name or "")
+    key = _key(project, tf)
     with _lock:
         if _workers.get(key) is w:
             del _workers[key]
@@ -310,6 +314,9 @@ def prewarm(project: Project, tf: Transformer) -> None:
     from eltmake_dbt import config as _config
     from eltmake_dbt.manifest import base_args, lock_file
 
+    with _lock:
+        if _key(project, tf) in _workers:
+            return  # a step replaces it if need be, and says why
     spec = tf.spec()
     if spec.pip_url and not is_installed(project, spec):
         return
