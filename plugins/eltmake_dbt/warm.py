@@ -181,7 +181,6 @@ class Worker:
         args: list[str],
         on_line: Callable[[str], None],
         cancelled: threading.Event,
-        echo: Callable[[str], None],
     ) -> dict[str, Any] | None:
         """Run one dbt command; its ``done`` answer, or None when ``cancelled`` was set (the
         worker is then killed). Raises :class:`Unavailable` when the worker cannot run it."""
@@ -219,7 +218,7 @@ class Worker:
                     on_line(str(message["line"]))
                 elif message.get("started"):
                     started = True
-                    echo(f"warm dbt (pid {self.proc.pid}, dbt {self.dbt_version}) runs it")
+                    on_line(f"warm dbt (pid {self.proc.pid}, dbt {self.dbt_version}) runs it")
                 elif message.get("done"):
                     return message
 
@@ -249,6 +248,13 @@ def worker(
         return new
 
 
+def running(project: Project, tf: Transformer) -> bool:
+    """Whether a watch keeps a warm dbt for this transformer (other commands stay cold)."""
+    with _lock:
+        w = _workers.get(_key(project, tf))
+    return w is not None and w.alive()
+
+
 def _key(project: Project, tf: Transformer) -> tuple[str, str, str]:
     return (str(project.root), tf.name, project.env_name or "")
 
@@ -275,7 +281,7 @@ def run(
     error), or -9 when cancelled. Raises :class:`Unavailable`: run it cold instead."""
     w = worker(project, tf, exe, env, echo)
     try:
-        done = w.command(args, on_line, cancelled, echo)
+        done = w.command(args, on_line, cancelled)
     except Unavailable:
         forget(project, tf, w)
         raise
