@@ -64,8 +64,8 @@ def _fmt_stats(stats: dict[str, Any]) -> str:
     for k, v in stats.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             word = k.replace("_", " ")
-            if v == 1 and word.endswith("s"):  # "1 output line", "1 record"
-                word = word[:-1]
+            if v == 1 and word.endswith("s") and not word.endswith("ss"):
+                word = word[:-1]  # "1 output line", "1 record"; "1 success", "1 pass"
             bits.append(f"{v:,} {word}" if isinstance(v, int) else f"{v:,.1f} {word}")
     return ", ".join(bits[:4])
 

@@ -461,3 +461,60 @@ def test_secret_vars_stay_out_of_the_process_table_and_the_output(
     con = duckdb.connect(str(project.root / "wh.duckdb"), read_only=True)
     assert con.execute("select t, r from main.m").fetchone() == (secret, "eu")
     con.close()
+
+
+def test_dbt_warnings_are_one_line_each() -> None:
+    from eltmake_dbt.run import dbt_warnings
+
+    lines = [
+        "[WARNING]: Configuration paths exist in your dbt_project.yml file which do not apply.",
+        "[WARNING][CustomKeyInConfigDeprecation]: Custom key `x` found in `config`.",
+        "2 of 2 WARN 1 accepted_values_a_x__5 ............ [WARN 1 in 0.06s]",
+        "Completed with 1 warning:",
+        "Warning in test accepted_values_a_x__5 (models/schema.yml)",
+        "Got 1 result, configured to warn if != 0",
+        "[WARNING]: Configuration paths exist in your dbt_project.yml file which do not apply.",
+    ]
+    assert dbt_warnings(lines) == [
+        "Configuration paths exist in your dbt_project.yml file which do not apply.",
+        "CustomKeyInConfigDeprecation: Custom key `x` found in `config`.",
+        "Warning in test accepted_values_a_x__5 (models/schema.yml): Got 1 result, configured "
+        "to warn if != 0",
+    ]
+    many = [f"[WARNING]: w{i}" for i in range(8)]
+    assert dbt_warnings(many)[-1] == "and 3 more (-v shows dbt's output)"
+    assert dbt_warnings(["Done. PASS=1 WARN=0 ERROR=0"]) == []
+
+
+@pytest.mark.integration
+def test_dbt_warnings_show_under_a_successful_step(project: Project, tools_dir: str) -> None:
+    """A test configured to warn, and dbt's own warning about an unused config path: shown under
+    the `built` line without -v, and in --json, while the step succeeds."""
+    project.toml(BASE + '[targets.m]\ntransform = "dbt"\n')
+    project.write(
+        "transform/dbt_project.yml",
+        "name: t\nprofile: t\nconfig-version: 2\nmodels:\n  t:\n    nowhere:\n"
+        "      +materialized: table\n",
+    )
+    project.write("transform/models/a.sql", "select 1 as x\n")
+    project.write(
+        "transform/models/schema.yml",
+        "version: 2\nmodels:\n  - name: a\n    columns:\n      - name: x\n        data_tests:\n"
+        "          - accepted_values:\n              arguments:\n                values: [5]\n"
+        "              config:\n                severity: warn\n",
+    )
+    env = {"ELTMAKE_TOOLS_DIR": tools_dir}
+    proc = project.run("build", "--plain", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "built    m" in proc.stdout and "1 success, 1 warn" in proc.stdout
+    assert (
+        "  m | warning: Configuration paths exist in your dbt_project.yml file which do not "
+        "apply to any resources." in proc.stdout
+    )
+    assert (
+        "  m | warning: Warning in test accepted_values_a_x__5 (models/schema.yml): Got 1 "
+        "result, configured to warn if != 0" in proc.stdout
+    )
+    events = project.events("build", "-B", env=env)
+    (step,) = [e for e in events if e["event"] == "step"]
+    assert step["status"] == "built" and len(step["warnings"]) == 2

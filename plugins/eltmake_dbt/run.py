@@ -8,6 +8,7 @@ the template text as the password)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,38 @@ def run_step(ctx: StepContext) -> StepResult:
         stats = run_stats(tf)
         uids = step_uids(project, step)[2] or []
         fingerprint = output_fingerprint(project, tf, info, uids, ctx)
-    return StepResult(fingerprint=fingerprint, stats=stats, message=_summary(stats))
+    return StepResult(
+        fingerprint=fingerprint,
+        stats=stats,
+        message=_summary(stats),
+        warnings=dbt_warnings(lines),
+    )
+
+
+WARNINGS_SHOWN = 5
+_WARNING = re.compile(r"^\[WARNING\](?:\[(\w+)\])?:?\s*(.*)$")
+
+
+def dbt_warnings(lines: list[str]) -> list[str]:
+    """What dbt warned about in a run that succeeded (a test configured to warn, a deprecation),
+    one line each: shown under the step's ``built`` line even without ``-v``, as a cold or warm
+    run printed them."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if text.startswith("Warning in "):  # "Warning in test x (path)", then what it found
+            detail = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            text = f"{text}: {detail}" if detail else text
+        elif m := _WARNING.match(text):
+            text = f"{m[1]}: {m[2]}" if m[1] else m[2]
+        else:
+            continue
+        if text and text not in out:
+            out.append(text)
+    if len(out) > WARNINGS_SHOWN:
+        more = len(out) - WARNINGS_SHOWN
+        out = [*out[:WARNINGS_SHOWN], f"and {more} more (-v shows dbt's output)"]
+    return out
 
 
 def nothing_selected(name: str, info: Info, data: dict[str, Any]) -> str:
