@@ -248,7 +248,13 @@ def test_an_edit_cancels_a_warm_run_whose_lines_arrive_as_dbt_prints_them(small,
         line = w.wait_for(r"^watch: cycle 3 ", timeout=WAIT)
         assert " ok " in line and "re-ran m" in line, w.output()
         assert _x(small) == 11  # the next cycle started from the new file
-        assert _pids(w.output())[-1] != busy
+        warm = _pids(w.output())[-1]
+        assert warm != busy
+        # kill -9 of eltmake: its warm dbt goes with it (the guard of every child process).
+        os.kill(warm, 0)  # alive, kept for the next edit
+        os.kill(w.proc.pid, signal.SIGKILL)
+        w.proc.wait()
+        assert _wait_gone(warm), "the warm dbt outlived kill -9 of eltmake"
     finally:
         w.close()
 
