@@ -36,7 +36,7 @@ What is here, by theme:
 * tool environments: :func:`executable_path`, :func:`tool_identity`, :func:`ensure_installed`,
   :func:`is_installed`; :func:`run_process` for a tool run outside a step (a parse, a listing):
   ``subprocess.run`` that never outlives eltmake; :func:`spawn_helper` for a long-lived helper
-  (a warm tool server in watch mode) that dies with eltmake;
+  (a warm tool server in watch mode) that dies with eltmake, and :func:`stop_helper` to end it;
 * the command line: :class:`Commands` (what ``eltmake_add_commands`` receives);
 * secrets: :func:`looks_secret` (the one naming rule), :class:`Redactor`, :data:`MASK`, and
   :attr:`Step.secrets` (values the core masks in everything a step shows).
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
     )
     from eltmake.files import write_atomic  # noqa: F401
     from eltmake.procs import run as run_process  # noqa: F401
-    from eltmake.procs import spawn_helper  # noqa: F401
+    from eltmake.procs import spawn_helper, stop_helper  # noqa: F401
     from eltmake.project import Project, Target, load_project  # noqa: F401
     from eltmake.project import parse_freshness as parse_duration  # noqa: F401
     from eltmake.recipe import Recipe  # noqa: F401
@@ -112,6 +112,7 @@ _WHERE = {
     "write_atomic": ("eltmake.files", "write_atomic"),
     "run_process": ("eltmake.procs", "run"),
     "spawn_helper": ("eltmake.procs", "spawn_helper"),
+    "stop_helper": ("eltmake.procs", "stop_helper"),
     "MASK": ("eltmake.redact", "MASK"),
     "SECRET_NAME": ("eltmake.redact", "SECRET_NAME"),
     "Redactor": ("eltmake.redact", "Redactor"),

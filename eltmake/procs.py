@@ -265,6 +265,26 @@ def spawn_helper(argv: list[str], **kwargs: Any) -> subprocess.Popen:
     return proc
 
 
+def stop_helper(proc: subprocess.Popen) -> None:
+    """Stop a helper from :func:`spawn_helper` for good: kill its process group if it still runs,
+    reap it, close our end of its stdin and forget it (the guard and the exit clean-up no
+    longer signal its pid, which the system may give to another process)."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGKILL)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    if proc in _HELPERS:
+        _HELPERS.remove(proc)
+    GUARD.forget(proc.pid)
+
+
 def _stop_helpers() -> None:
     for proc in _HELPERS:
         _signal_group(proc, signal.SIGTERM)

@@ -108,6 +108,7 @@ def test_a_warm_rebuild_leaves_what_a_cold_one_leaves(tmp_path, tools_dir):
         # Each dbt step of both cycles ran in the one warm worker.
         assert len(_pids(out)) == 3 and len(set(_pids(out))) == 1, out
         assert "running dbt cold" not in out and "no table checksums" not in out
+        assert "starting afresh" not in out
         assert w.interrupt() == 130
         assert _wait_gone(_pids(out)[0]), "the warm dbt outlived the watch"
     finally:
@@ -123,18 +124,21 @@ def test_a_warm_rebuild_leaves_what_a_cold_one_leaves(tmp_path, tools_dir):
 
 
 SLOW = """\
-import os, time
+import os, sys, time
 
 def model(dbt, session):
     dbt.config(materialized="table")
     dbt.ref("a")  # downstream of a: an edit to a.sql runs this model too
+    assert sys.stdin.read() == ""  # as for a cold dbt: an empty stdin, never eltmake's requests
+    sys.path.insert(0, {lib!r})
+    import helper  # a helper module of the project: imported afresh by every run, warm or cold
     if os.path.exists({crash!r}):  # a worker that dies in the middle of a command
         os.remove({crash!r})
         os._exit(7)
     deadline = time.time() + 120
     while os.path.exists({hold!r}) and time.time() < deadline:  # a run that takes a while
         time.sleep(0.05)
-    return session.sql("select 2 as y")
+    return session.sql(f"select {{helper.Y}} as y")
 """
 
 
@@ -155,23 +159,27 @@ def small(project, tools_dir):
     project.write("transform/dbt_project.yml", "name: t\nprofile: t\nconfig-version: 2\n")
     project.write("transform/models/a.sql", "select 1 as x\n")
     hold, crash = project.root / "hold", project.root / "crash"
-    project.write("transform/models/slow.py", SLOW.format(hold=str(hold), crash=str(crash)))
+    lib = project.root / "transform" / "lib"
+    project.write("transform/lib/helper.py", "Y = 2\n")
+    project.write(
+        "transform/models/slow.py", SLOW.format(hold=str(hold), crash=str(crash), lib=str(lib))
+    )
     project.run("build", check=True, env={"ELTMAKE_TOOLS_DIR": tools_dir}, timeout=1800)
     return project
 
 
-def _x(project) -> int:
+def _x(project, query: str = "select x from main.a") -> int:
     import duckdb
 
     con = duckdb.connect(str(project.root / "wh.duckdb"), read_only=True)
     try:
-        return con.execute("select x from main.a").fetchone()[0]
+        return con.execute(query).fetchone()[0]
     finally:
         con.close()
 
 
 def test_the_worker_starts_afresh_after_a_crash_a_hang_and_a_project_change(small, tools_dir):
-    env = {"ELTMAKE_TOOLS_DIR": tools_dir, "ELTMAKE_DBT_WARM_START_S": "5"}
+    env = {"ELTMAKE_TOOLS_DIR": tools_dir, "ELTMAKE_DBT_WARM_START_S": "20"}
     a = small.root / "transform/models/a.sql"
     w = Watcher(small.root, "--plain", "-v", env=env)
     n = 1
@@ -191,6 +199,10 @@ def test_the_worker_starts_afresh_after_a_crash_a_hang_and_a_project_change(smal
         first = _pids(cycle(2))
         assert first, w.output()
         assert _pids(cycle(3)) == first  # the same worker, kept warm
+        # A helper module the Python model imports, edited: seen, as a cold dbt would see it.
+        (small.root / "transform/lib/helper.py").write_text("Y = 5\n")
+        assert _pids(cycle(33)) == first
+        assert _x(small, "select y from main.slow") == 5
 
         # Killed between runs: a new worker, saying why.
         os.kill(first[0], signal.SIGKILL)
@@ -202,7 +214,9 @@ def test_the_worker_starts_afresh_after_a_crash_a_hang_and_a_project_change(smal
         # Hung (stopped): the command does not start in time; it runs cold and is right.
         os.kill(second[0], signal.SIGSTOP)
         out = cycle(5)
-        assert "the warm dbt did not start the command in 5s; running dbt cold" in out, out
+        assert (
+            "the warm dbt was silent for 20s and did not start the command; running dbt cold" in out
+        ), out
         assert _wait_gone(second[0]), "the hung worker was left behind"
 
         # Dies in the middle of a command: the step runs again cold, and is right.
@@ -210,6 +224,15 @@ def test_the_worker_starts_afresh_after_a_crash_a_hang_and_a_project_change(smal
         out = cycle(6)
         assert "the warm dbt exited in the middle of the command (exit code 7)" in out, out
         assert "running dbt cold" in out and not (small.root / "crash").exists()
+
+        # A Jinja edit (a config block): the parse that tells what the target selects is warm.
+        mark = len(w.lines)
+        a.write_text("{{ config(tags=['t']) }}\nselect 8 as x\n")
+        n += 1
+        line = w.wait_for(rf"^watch: cycle {n} ", timeout=WAIT)
+        out = "\n".join(w.lines[mark:])
+        assert " ok " in line and "(its files changed, in the warm dbt)" in out, out
+        assert _x(small) == 8
 
         # What a worker caches changed (dbt_project.yml): a new worker, saying why.
         before = _pids(cycle(7))

@@ -182,3 +182,21 @@ def test_a_finished_run_leaves_no_guard_behind(tmp_path, finish):
     subprocess.run([sys.executable, str(script)], capture_output=True)
     guard = int((tmp_path / "guard.pid").read_text())
     wait_for(lambda: not alive(guard), "the guard to exit with its parent")
+
+
+def test_a_stopped_helper_is_gone_and_forgotten():
+    """stop_helper ends a long-lived helper for good: its group killed, its pipe closed, and no
+    longer on the list that the exit clean-up signals (its pid may belong to another process
+    by then)."""
+    from eltmake import procs
+
+    proc = procs.spawn_helper(
+        [sys.executable, "-c", "import sys, time; sys.stdin.read(); time.sleep(60)"],
+        stdin=subprocess.PIPE,
+    )
+    assert proc in procs._HELPERS
+    procs.stop_helper(proc)
+    assert proc.returncode is not None and proc.stdin.closed
+    assert proc not in procs._HELPERS
+    procs.stop_helper(proc)  # a second stop is harmless: nothing is signalled
+    assert proc not in procs._HELPERS

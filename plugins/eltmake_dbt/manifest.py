@@ -330,7 +330,10 @@ def load(
     executable(project, tf, echo)
     digest = project_digest(project, tf, files)
     where = os.path.relpath(tf.project_dir, project.root)
-    echo(f"dbt: parsing {where}/ to learn what its targets select (its files changed) ...")
+    from eltmake_dbt.warm import running
+
+    how = ", in the warm dbt" if running(project, tf) else ""
+    echo(f"dbt: parsing {where}/ to learn what its targets select (its files changed{how}) ...")
     with project_lock(project, tf):
         info = _parse(project, tf, files, digest, echo)
     if info.error and old is not None and old.nodes:

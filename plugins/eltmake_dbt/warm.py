@@ -136,7 +136,12 @@ class Worker:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
+        with self.proc.stdout:  # closed at the worker's end: no descriptor left per worker
+            self._read_messages(self.proc.stdout)
+        self.messages.put(None)
+
+    def _read_messages(self, stream) -> None:
+        for raw in stream:
             text = raw.decode("utf-8", errors="replace").rstrip("\n")
             try:
                 message = json.loads(text)
@@ -146,21 +151,15 @@ class Worker:
                 self.stray = [*self.stray[-20:], text]
                 continue
             self.messages.put(message)
-        self.messages.put(None)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        """Kill the worker and anything it started (dbt runs in its process)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        """Kill the worker and anything it started (dbt runs in its process), for good."""
+        from eltmake.api import stop_helper
+
+        stop_helper(self.proc)
 
     def send(self, request: dict[str, Any]) -> bool:
         try:
@@ -174,6 +173,7 @@ class Worker:
     def _ended(self, when: str) -> Unavailable:
         rc = self.proc.wait()
         detail = f": {self.stray[-1].strip()}" if self.stray else ""
+        self.stop()
         return Unavailable(f"the warm dbt exited {when} (exit code {rc}){detail}")
 
     def command(
@@ -189,6 +189,8 @@ class Worker:
             if not self.send({"id": rid, "args": args}):
                 raise self._ended("before the command")
             started = False
+            # A hang is silence: no word from the worker for wait_s before the command starts
+            # (its import, or a warm-up parse ahead of the command, speak as they go).
             wait_s = _setting("ELTMAKE_DBT_WARM_START_S", START_S)
             deadline = time.monotonic() + wait_s
             while True:
@@ -201,11 +203,12 @@ class Worker:
                     if not started and time.monotonic() > deadline:
                         self.stop()
                         raise Unavailable(
-                            f"the warm dbt did not start the command in {wait_s:g}s"
+                            f"the warm dbt was silent for {wait_s:g}s and did not start the command"
                         ) from None
                     continue
                 if message is None:
                     raise self._ended("in the middle of the command" if started else "at start")
+                deadline = time.monotonic() + wait_s
                 if "fatal" in message:
                     self.stop()
                     raise Unavailable(str(message["fatal"]).strip().splitlines()[-1])
@@ -314,8 +317,9 @@ def prewarm(project: Project, tf: Transformer) -> None:
     """Start the transformer's worker ahead of its first command (a watch whose first cycle
     skips the dbt steps), and have it parse the project once, so the first edit is warm too.
 
-    The parse runs only if the dbt project's lock is free at that instant: it never waits behind
-    a step, nor makes one wait. Nothing is installed here."""
+    The parse runs only if the dbt project's lock is free at that instant, so it never waits
+    behind a step; a step that starts meanwhile waits for it (one parse, at the watch's start).
+    Nothing is installed here."""
     from eltmake.api import executable_path, is_installed
     from eltmake_dbt import config as _config
     from eltmake_dbt.manifest import base_args, lock_file

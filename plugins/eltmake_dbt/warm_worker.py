@@ -38,6 +38,7 @@ import sys
 import threading
 import traceback
 
+START = "\x00eltmake-start:"
 END = "\x00eltmake-end:"
 
 
@@ -81,7 +82,7 @@ class Channel:
     def __init__(self) -> None:
         self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
         self._lock = threading.Lock()
-        self.current = ""  # the id of the command whose output is flowing
+        self.current = ""  # the id of the command whose output is flowing (the forward thread's)
         self.results: dict[str, dict] = {}
 
     def send(self, message: dict) -> None:
@@ -90,21 +91,57 @@ class Channel:
             self._out.flush()
 
     def forward(self, fd: int) -> None:
-        """Turn dbt's output into ``line`` messages; send ``done`` when its end marker arrives."""
+        """Turn dbt's output into ``line`` messages of the command that printed them. The
+        command's start and end are markers in the same stream, so every line is told apart
+        even while the last lines of one command are still in the pipe when the next starts."""
         with os.fdopen(fd, "rb") as f:
             for raw in f:
                 text = raw.decode("utf-8", errors="replace").rstrip("\n")
-                if END in text:
-                    before, rid = text.split(END, 1)
-                    if before:
-                        self.send({"id": self.current, "line": before})
-                    self.send(self.results.pop(rid))
-                    continue
-                self.send({"id": self.current, "line": text})
+                for marker in (START, END):
+                    if marker in text:
+                        text, rid = text.split(marker, 1)
+                        if text:
+                            self.send({"id": self.current, "line": text})
+                        if marker is START:
+                            self.current = rid
+                            self.send({"id": rid, "started": True})
+                        else:
+                            self.send(self.results.pop(rid))
+                        break
+                else:
+                    self.send({"id": self.current, "line": text})
+
+
+def installed_homes() -> set[str]:
+    """Where the modules of dbt's environment come from: Python's library, the environment, and
+    what was on ``sys.path`` when the worker started (editable installs, PYTHONPATH)."""
+    here = os.path.realpath(os.getcwd())
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *(p for p in sys.path if p)}
+    return {os.path.realpath(p) + os.sep for p in paths if os.path.realpath(p) != here}
+
+
+def forget_project_modules(homes: set[str]) -> None:
+    """Drop the modules imported from anywhere else (the dbt project's folder, a dbt-duckdb
+    plugin's ``module_paths``): a Python model's helpers, say. A cold dbt imports them afresh,
+    so the next command must too, or an edit to one would be missed."""
+    here = os.path.realpath(os.getcwd()) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name == "__main__" or not path:
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(here) or not any(real.startswith(home) for home in homes):
+            del sys.modules[name]
 
 
 def main() -> int:
     channel = Channel()
+    # Requests come on a copy of stdin; dbt and what it starts read an empty one, as a cold dbt
+    # started by eltmake does (nothing they read can swallow a request).
+    requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
@@ -118,8 +155,9 @@ def main() -> int:
     except BaseException:
         channel.send({"fatal": "cannot import dbt: " + traceback.format_exc(limit=2)})
         return 3
+    homes = installed_homes()
     channel.send({"ready": True, "pid": os.getpid(), "dbt": str(__version__)})
-    for raw in sys.stdin:
+    for raw in requests:
         try:
             request = json.loads(raw)
             rid, args = str(request["id"]), [str(a) for a in request["args"]]
@@ -136,9 +174,9 @@ def main() -> int:
                 lock.close()
                 channel.send({**answer, "skipped": True})
                 continue
-        channel.current = rid
-        channel.send({"id": rid, "started": True})
+        os.write(1, f"{START}{rid}\n".encode())
         exception = None
+        sys.argv = ["dbt", *args]  # what dbt records as the invocation (run_results.json)
         try:
             result = dbtRunner().invoke(args)
             success, exception = result.success, result.exception
@@ -146,6 +184,7 @@ def main() -> int:
             success, exception = False, e
         finally:
             release()
+            forget_project_modules(homes)
             if lock is not None:
                 lock.close()
         sys.stdout.flush()
