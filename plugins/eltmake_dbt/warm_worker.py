@@ -127,11 +127,19 @@ def forget_project_modules(homes: set[str]) -> None:
     here = os.path.realpath(os.getcwd()) + os.sep
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if name == "__main__" or not path:
+        if name == "__main__" or not isinstance(path, str):
             continue
-        real = os.path.realpath(path)
-        if real.startswith(here) or not any(real.startswith(home) for home in homes):
+        keep = _KEEP.get(path)
+        if keep is None:  # decided once per file: realpath for 1,500 modules costs 80 ms
+            real = os.path.realpath(path)
+            keep = not real.startswith(here) and any(real.startswith(h) for h in homes)
+            if keep:
+                _KEEP[path] = keep
+        if not keep:
             del sys.modules[name]
+
+
+_KEEP: dict[str, bool] = {}
 
 
 def main() -> int:
@@ -156,6 +164,7 @@ def main() -> int:
         channel.send({"fatal": "cannot import dbt: " + traceback.format_exc(limit=2)})
         return 3
     homes = installed_homes()
+    forget_project_modules(homes)  # learns where dbt's modules live now, not during a command
     channel.send({"ready": True, "pid": os.getpid(), "dbt": str(__version__)})
     for raw in requests:
         try:
