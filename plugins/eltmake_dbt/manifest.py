@@ -380,7 +380,9 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
         and not (tf.project_dir / "dbt_packages").is_dir()
     ):
         run_dbt([exe, "deps"], tf, env)
-    rc, lines = _warm_parse(project, tf, exe, env, echo)
+    from eltmake_dbt import warm
+
+    rc, lines = warm.parse(project, tf, exe, ["parse", *base_args(tf)], env, echo)
     if rc is None:
         proc = run_dbt([exe, "parse", *base_args(tf)], tf, env)
         rc, lines = proc.returncode, proc.stdout.splitlines()
@@ -392,26 +394,6 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
     except (OSError, ValueError) as e:
         return Info(digest=digest, files=files, error=f"cannot read dbt's manifest.json: {e}")
     return summarize(manifest, digest, files)
-
-
-def _warm_parse(
-    project: Project, tf: Transformer, exe: str, env: dict[str, str], echo
-) -> tuple[int | None, list[str]]:
-    """``dbt parse`` by the transformer's warm dbt when a watch keeps one (a Jinja edit then
-    costs a warm parse, not dbt's start); ``(None, [])`` when there is none or it failed."""
-    from eltmake_dbt import warm
-
-    if not warm.running(project, tf):
-        return None, []
-    lines: list[str] = []
-    try:
-        rc = warm.run(
-            project, tf, exe, ["parse", *base_args(tf)], env, lines.append, threading.Event(), echo
-        )
-    except warm.Unavailable as e:
-        echo(f"warm dbt: {e}; parsing cold")
-        return None, []
-    return rc, lines
 
 
 def run_dbt(

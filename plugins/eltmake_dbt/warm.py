@@ -303,6 +303,27 @@ def run(
     return rc
 
 
+def parse(
+    project: Project,
+    tf: Transformer,
+    exe: str,
+    args: list[str],
+    env: dict[str, str],
+    echo: Callable[[str], None],
+) -> tuple[int | None, list[str]]:
+    """``dbt parse`` (the one a Jinja edit needs to learn what targets select) by the warm dbt
+    when a watch keeps one: its exit code and lines, or ``(None, [])`` to parse cold."""
+    if not running(project, tf):
+        return None, []
+    lines: list[str] = []
+    try:
+        rc = run(project, tf, exe, args, env, lines.append, threading.Event(), echo)
+    except Unavailable as e:
+        echo(f"warm dbt: {e}; parsing cold")
+        return None, []
+    return rc, lines
+
+
 def _setting(name: str, default: float) -> float:
     """A positive number from the environment, else the default (a typo must not turn the
     bound off)."""
