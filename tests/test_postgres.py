@@ -235,3 +235,44 @@ def test_postgres_steps_take_no_warehouse_lock(pgshop: PgShop) -> None:
     default = load_project(pgshop.root, environ=env, infer=False)
     raw = default.recipes["singer"].make_step(default, default.targets["raw"])
     assert raw.locks == ["warehouse.duckdb", "state:raw"]
+
+
+def test_watch_rebuilds_a_postgres_model_in_the_warm_dbt(pgshop: PgShop) -> None:
+    """dbt-postgres in the warm dbt of a watch: an edited mart is rebuilt there, with the same
+    rows (early cutoff keeps the report), and a staging edit that changes rows reaches the
+    report; the server's connections are closed after each command."""
+    from test_dbt_warm import PID
+    from test_watch import Watcher
+
+    mart = pgshop.root / "transform/models/marts/fct_orders.sql"
+    staging = pgshop.root / "transform/models/staging/stg_orders.sql"
+    old_mart, old_staging = mart.read_text(), staging.read_text()
+    w = Watcher(pgshop.root, "--plain", "-v", "--env", "postgres", env=pgshop.env)
+    try:
+        w.wait_for(r"^watch: waiting for changes", timeout=TIMEOUT)
+        mart.write_text(old_mart + "\n-- a comment\n")
+        line = w.wait_for(r"^watch: cycle 2 ", timeout=TIMEOUT)
+        assert " ok " in line and "re-ran marts;" in line, w.output()
+        assert "skipped raw, staging, report" in line  # the same rows: the report kept
+        assert PID.search(w.output()), w.output()
+        assert "running dbt cold" not in w.output() and "no table checksums" not in w.output()
+        staging.write_text(
+            old_staging.replace(
+                "    status\n",
+                "    case when status = 'returned' then 'completed' else status end as status\n",
+            )
+        )
+        line = w.wait_for(r"^watch: cycle 3 ", timeout=TIMEOUT)
+        assert " ok " in line and "re-ran staging, marts, report" in line, w.output()
+        assert len(set(PID.findall(w.output()))) == 1, w.output()  # one warm worker throughout
+        # Between commands the warm dbt holds no connection (eltmake keeps one for its checks).
+        others = "where datname = current_database() and pid <> pg_backend_pid()"
+        who = pgshop.sql(
+            f"select application_name, state, left(query, 60) from pg_stat_activity {others}"
+        )
+        assert who.splitlines() and all(r.startswith("eltmake|") for r in who.splitlines()), who
+    finally:
+        w.close()
+        mart.write_text(old_mart)
+        staging.write_text(old_staging)
+        pgshop.build()
