@@ -231,7 +231,7 @@ def test_the_worker_starts_afresh_after_a_crash_a_hang_and_a_project_change(smal
         n += 1
         line = w.wait_for(rf"^watch: cycle {n} ", timeout=WAIT)
         out = "\n".join(w.lines[mark:])
-        assert " ok " in line and "(its files changed, in the warm dbt)" in out, out
+        assert " ok " in line and "(its files changed, in the warm dbt)" in out, w.output()
         assert _x(small) == 8
 
         # What a worker caches changed (dbt_project.yml): a new worker, saying why.

@@ -382,9 +382,10 @@ def _parse(project: Project, tf: Transformer, files: dict[str, list], digest: st
         run_dbt([exe, "deps"], tf, env)
     from eltmake_dbt import warm
 
-    rc, lines = warm.parse(project, tf, exe, ["parse", *base_args(tf)], env, echo)
+    argv = [exe, "parse", *base_args(tf)]
+    rc, lines = warm.parse(project, tf, exe, argv[1:], env, files, echo)
     if rc is None:
-        proc = run_dbt([exe, "parse", *base_args(tf)], tf, env)
+        proc = run_dbt(argv, tf, env)
         rc, lines = proc.returncode, proc.stdout.splitlines()
     if rc != 0:
         message, tail = error_summary(lines)

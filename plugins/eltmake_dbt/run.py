@@ -143,9 +143,11 @@ def run_step(ctx: StepContext) -> StepResult:
     with _manifest.project_lock(project, tf):
         ctx.progress("dbt " + step.params["command"])
         rc = None
-        if getattr(ctx, "warm", False) and _warm.enabled(tf, exe):
+        if ctx.warm and _warm.enabled(tf, exe):
             try:
-                rc = _warm.run(project, tf, exe, argv[1:], env, show, ctx.cancelled, ctx.log)
+                rc = _warm.run(
+                    project, tf, exe, argv[1:], env, info.files, show, ctx.cancelled, ctx.log
+                )
             except _warm.Unavailable as e:
                 ctx.log(f"warm dbt: {e}; running dbt cold")
                 lines.clear()

@@ -73,29 +73,19 @@ def python_of(exe: str) -> Path | None:
 
 def _file_digest(path: Path) -> str | None:
     try:
-        return digest(path.read_bytes().decode("utf-8", errors="replace"))
+        return digest(path.read_bytes())  # small files: the worker's code, a profile
     except OSError:
         return None
 
 
-def _tree_digest(folder: Path) -> str | None:
-    """The names, sizes and times of every file under ``folder`` (installed dbt packages)."""
-    if not folder.is_dir():
-        return None
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            try:
-                st = os.stat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            entries.append((os.path.join(dirpath, name), st.st_size, st.st_mtime_ns))
-    return digest(entries)
+def identity(
+    project: Project, tf: Transformer, exe: str, env: dict[str, str], files: dict[str, list]
+) -> dict[str, Any]:
+    """What a running worker depends on, by name; a worker whose identity differs is replaced.
 
-
-def identity(project: Project, tf: Transformer, exe: str, env: dict[str, str]) -> dict[str, Any]:
-    """What a running worker depends on, by name; a worker whose identity differs is replaced."""
+    ``files`` is the dbt project's walk with content digests that the manifest module made for
+    this build (:attr:`eltmake_dbt.manifest.Info.files`): the project and package files and what
+    is installed under ``dbt_packages/`` come from it rather than from a second walk."""
     from eltmake.api import tool_identity
 
     parts: dict[str, Any] = {
@@ -104,10 +94,12 @@ def identity(project: Project, tf: Transformer, exe: str, env: dict[str, str]) -
         "the warm worker's code": _file_digest(WORKER),
         "dbt's environment": digest(sorted(env.items())),
         "profiles.yml": _file_digest(Path(env.get("DBT_PROFILES_DIR", ".")) / "profiles.yml"),
-        "dbt_packages/": _tree_digest(tf.project_dir / "dbt_packages"),
+        "dbt_packages/": digest(
+            sorted((r, v[3]) for r, v in files.items() if r.startswith("dbt_packages/"))
+        ),
     }
     for name in PACKAGE_FILES:
-        parts[name] = _file_digest(tf.project_dir / name)
+        parts[name] = files[name][3] if name in files else None
     return parts
 
 
@@ -231,12 +223,17 @@ _lock = threading.Lock()
 
 
 def worker(
-    project: Project, tf: Transformer, exe: str, env: dict[str, str], echo: Callable[[str], None]
+    project: Project,
+    tf: Transformer,
+    exe: str,
+    env: dict[str, str],
+    files: dict[str, list],
+    echo: Callable[[str], None],
 ) -> Worker:
     """The transformer's warm worker, started (or started afresh, saying why) when needed."""
     python = python_of(exe)
     assert python is not None
-    parts = identity(project, tf, exe, env)
+    parts = identity(project, tf, exe, env, files)
     key = _key(project, tf)
     with _lock:
         old = _workers.get(key)
@@ -276,13 +273,15 @@ def run(
     exe: str,
     args: list[str],
     env: dict[str, str],
+    files: dict[str, list],
     on_line: Callable[[str], None],
     cancelled: threading.Event,
     echo: Callable[[str], None],
 ) -> int:
     """Run ``dbt ARGS`` warm; its exit code as a cold dbt's would be (0 ok, 1 a failed node, 2 an
-    error), or -9 when cancelled. Raises :class:`Unavailable`: run it cold instead."""
-    w = worker(project, tf, exe, env, echo)
+    error), or -9 when cancelled. ``files``: see :func:`identity`. Raises :class:`Unavailable`:
+    run it cold instead."""
+    w = worker(project, tf, exe, env, files, echo)
     try:
         done = w.command(args, on_line, cancelled)
     except Unavailable:
@@ -309,6 +308,7 @@ def parse(
     exe: str,
     args: list[str],
     env: dict[str, str],
+    files: dict[str, list],
     echo: Callable[[str], None],
 ) -> tuple[int | None, list[str]]:
     """``dbt parse`` (the one a Jinja edit needs to learn what targets select) by the warm dbt
@@ -317,7 +317,7 @@ def parse(
         return None, []
     lines: list[str] = []
     try:
-        rc = run(project, tf, exe, args, env, lines.append, threading.Event(), echo)
+        rc = run(project, tf, exe, args, env, files, lines.append, threading.Event(), echo)
     except Unavailable as e:
         echo(f"warm dbt: {e}; parsing cold")
         return None, []
@@ -343,7 +343,7 @@ def prewarm(project: Project, tf: Transformer) -> None:
     Nothing is installed here."""
     from eltmake.api import executable_path, is_installed
     from eltmake_dbt import config as _config
-    from eltmake_dbt.manifest import base_args, lock_file
+    from eltmake_dbt.manifest import base_args, file_digests, lock_file, read_cached
 
     with _lock:
         if _key(project, tf) in _workers:
@@ -354,8 +354,12 @@ def prewarm(project: Project, tf: Transformer) -> None:
     exe = executable_path(project, spec)
     if not enabled(tf, exe):
         return
+    # The files as they are now (a Jinja edit is parsed after this, in the worker started here);
+    # the last summary's stats spare reading the unchanged ones.
+    last = read_cached(project, tf)
+    files = file_digests(tf.project_dir, last.files if last is not None else {})
     env = _config.dbt_env(project, tf, dict(project.environ))
-    w = worker(project, tf, exe, env, lambda line: None)
+    w = worker(project, tf, exe, env, files, lambda line: None)
     if not w.warmed:
         w.warmed = True
         w.send(
