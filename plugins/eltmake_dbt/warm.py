@@ -165,7 +165,6 @@ class Worker:
     def _ended(self, when: str) -> Unavailable:
         rc = self.proc.wait()
         detail = f": {self.stray[-1].strip()}" if self.stray else ""
-        self.stop()
         return Unavailable(f"the warm dbt exited {when} (exit code {rc}){detail}")
 
     def command(
@@ -174,8 +173,9 @@ class Worker:
         on_line: Callable[[str], None],
         cancelled: threading.Event,
     ) -> dict[str, Any] | None:
-        """Run one dbt command; its ``done`` answer, or None when ``cancelled`` was set (the
-        worker is then killed). Raises :class:`Unavailable` when the worker cannot run it."""
+        """Run one dbt command; its ``done`` answer, or None when ``cancelled`` was set. Raises
+        :class:`Unavailable` when the worker cannot run it. Either way the caller stops the
+        worker (:func:`run`: dbt runs inside it, so that is how a cancel stops dbt)."""
         with self.busy:
             rid = str(next(self.ids))
             if not self.send({"id": rid, "args": args}):
@@ -187,13 +187,11 @@ class Worker:
             deadline = time.monotonic() + wait_s
             while True:
                 if cancelled.is_set():
-                    self.stop()
                     return None
                 try:
                     message = self.messages.get(timeout=0.05)
                 except queue.Empty:
                     if not started and time.monotonic() > deadline:
-                        self.stop()
                         raise Unavailable(
                             f"the warm dbt was silent for {wait_s:g}s and did not start the command"
                         ) from None
@@ -202,7 +200,6 @@ class Worker:
                     raise self._ended("in the middle of the command" if started else "at start")
                 deadline = time.monotonic() + wait_s
                 if "fatal" in message:
-                    self.stop()
                     raise Unavailable(str(message["fatal"]).strip().splitlines()[-1])
                 if message.get("ready"):
                     self.dbt_version = message.get("dbt")
